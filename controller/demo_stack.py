@@ -1,0 +1,148 @@
+"""The demo environment the sandbox (and the integration tests) create in the local emulator:
+a VPC, an ALB with a target group and listener, an ECS cluster and a Fargate service behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.aws import AwsClients
+from reconcilers.idle import arn_resource
+
+
+@dataclass(frozen=True)
+class DemoStack:
+    region: str
+    cluster: str
+    service: str
+    load_balancer: str  # the `app/NAME/ID` dimension value
+    target_group: str  # the `targetgroup/NAME/ID` dimension value
+    dns_name: str
+
+
+async def create_demo_stack(
+    aws: AwsClients,
+    region: str,
+    name: str = "demo",
+    services: int = 1,
+    desired_count: int = 1,
+) -> list[DemoStack]:
+    """One VPC, ALB and cluster; `services` Fargate services, each behind its own target group."""
+    vpc = (await aws.call("ec2", "CreateVpc", region, CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
+    subnets = [
+        (
+            await aws.call(
+                "ec2",
+                "CreateSubnet",
+                region,
+                VpcId=vpc,
+                CidrBlock=f"10.0.{i}.0/24",
+                AvailabilityZone=f"{region}{zone}",
+            )
+        )["Subnet"]["SubnetId"]
+        for i, zone in ((1, "a"), (2, "b"))
+    ]
+    group = (
+        await aws.call(
+            "ec2",
+            "CreateSecurityGroup",
+            region,
+            GroupName=f"{name}-sg",
+            Description="demo service",
+            VpcId=vpc,
+        )
+    )["GroupId"]
+    lb = (
+        await aws.call("elbv2", "CreateLoadBalancer", region, Name=f"{name}-alb", Subnets=subnets)
+    )["LoadBalancers"][0]
+    cluster = f"{name}-cluster"
+    await aws.call("ecs", "CreateCluster", region, clusterName=cluster)
+    await aws.call(
+        "ecs",
+        "RegisterTaskDefinition",
+        region,
+        family=f"{name}-task",
+        containerDefinitions=[
+            {
+                "name": "web",
+                "image": "nginx",
+                "memory": 512,
+                "portMappings": [{"containerPort": 80}],
+            }
+        ],
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+    )
+    stacks = []
+    for index in range(services):
+        service = f"{name}-service" if services == 1 else f"{name}-service-{index}"
+        tg = (
+            await aws.call(
+                "elbv2",
+                "CreateTargetGroup",
+                region,
+                Name=f"{name}-tg-{index}",
+                Protocol="HTTP",
+                Port=80,
+                VpcId=vpc,
+                TargetType="ip",
+            )
+        )["TargetGroups"][0]
+        if index == 0:
+            await aws.call(
+                "elbv2",
+                "CreateListener",
+                region,
+                LoadBalancerArn=lb["LoadBalancerArn"],
+                Protocol="HTTP",
+                Port=80,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+            )
+        else:
+            listener = (
+                await aws.call(
+                    "elbv2", "DescribeListeners", region, LoadBalancerArn=lb["LoadBalancerArn"]
+                )
+            )["Listeners"][0]
+            await aws.call(
+                "elbv2",
+                "CreateRule",
+                region,
+                ListenerArn=listener["ListenerArn"],
+                Priority=index,
+                Conditions=[{"Field": "path-pattern", "Values": [f"/{service}/*"]}],
+                Actions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+            )
+        await aws.call(
+            "ecs",
+            "CreateService",
+            region,
+            cluster=cluster,
+            serviceName=service,
+            taskDefinition=f"{name}-task",
+            desiredCount=desired_count,
+            launchType="FARGATE",
+            loadBalancers=[
+                {
+                    "targetGroupArn": tg["TargetGroupArn"],
+                    "containerName": "web",
+                    "containerPort": 80,
+                }
+            ],
+            networkConfiguration={
+                "awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group]}
+            },
+        )
+        stacks.append(
+            DemoStack(
+                region=region,
+                cluster=cluster,
+                service=service,
+                load_balancer=arn_resource(lb["LoadBalancerArn"], "loadbalancer"),
+                target_group=arn_resource(tg["TargetGroupArn"], "targetgroup"),
+                dns_name=lb["DNSName"],
+            )
+        )
+    return stacks

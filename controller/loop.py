@@ -1,0 +1,624 @@
+"""The reconcile loop: load the desired state, observe, decide, act, report; again every interval.
+
+Environments are reconciled concurrently and isolated: a failure of one is logged, counted and
+backed off without blocking or failing the others. A wake, `POST /reconcile` or a webhook
+triggers a pass at once instead of waiting for the interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+
+from controller.aws import AwsClients, NoRegion
+from controller.clock import Clock
+from controller.desired_state import DesiredState, Environment
+from controller.desired_state_loader import Problem
+from controller.durations import format_duration
+from controller.metrics import ControllerMetrics
+from controller.settings import Settings
+from controller.sources import DesiredStateSource
+from controller.state_store import StateStore, StateStoreError
+from reconcilers.idle import IdleReconciler, IdleTarget, ServiceCount, publish_service_metrics
+from reconcilers.idle_decision import IdleDecision, ServiceState, Wakefulness, decide
+
+log = structlog.get_logger("infra_controller")
+
+Result = Literal["success", "error", "skipped"]
+BACKOFF_BASE = timedelta(seconds=5)
+BACKOFF_CAP = timedelta(minutes=15)
+SHUTDOWN_GRACE_SECONDS = 8.0
+
+
+def backoff_delay(failures: int, rng: random.Random) -> timedelta:
+    """Capped exponential backoff with +-10 % jitter: 5s, 10s, 20s ... 15m."""
+    if failures <= 0:
+        return timedelta(0)
+    base: timedelta = min(BACKOFF_BASE * 2 ** min(failures - 1, 20), BACKOFF_CAP)
+    return base * rng.uniform(0.9, 1.1)
+
+
+def power_state(spec: Environment, service: ServiceState | None) -> str:
+    """The environment's power state as observed (Terraform runs are not driven by this version)."""
+    if spec.service is not None and service is not None:
+        return "RUNNING" if service.exists else "STOPPED"
+    return "RUNNING" if spec.power == "on" else "STOPPED"
+
+
+@dataclass
+class EnvironmentRuntime:
+    """What the controller knows of one environment between passes."""
+
+    wakefulness: Wakefulness = field(default_factory=Wakefulness)
+    wake_requested: bool = False
+    failures: int = 0
+    retry_at: datetime | None = None
+    service: ServiceState | None = None
+    endpoint: str | None = None
+    power: str | None = None
+    # lower bound of the last request's time: the start of the first window read if none seen
+    last_request_at: datetime | None = None
+    last_decision: IdleDecision | None = None
+    last_action: dict[str, Any] | None = None
+    last_result: Result | None = None
+    last_error: str | None = None
+    last_update: datetime | None = None
+    result_changed_at: datetime | None = None
+
+
+@dataclass
+class PassReport:
+    reconcile_id: str
+    revision: str | None
+    desired_state_valid: bool
+    results: dict[str, Result] = field(default_factory=dict)
+    decisions: dict[str, IdleDecision] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(result == "error" for result in self.results.values())
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        source: DesiredStateSource,
+        aws: AwsClients,
+        store: StateStore,
+        clock: Clock,
+        metrics: ControllerMetrics | None = None,
+        idle: IdleReconciler | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.aws = aws
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics or ControllerMetrics()
+        self.idle = idle or IdleReconciler(aws)
+        self.rng = rng or random.Random()
+        self.started_at = clock.now()
+        self.desired: DesiredState | None = None
+        self.revision: str | None = None  # the revision in force (last valid)
+        self.attempted_revision: str | None = None
+        self.desired_state_valid: bool | None = None
+        self.problems: list[Problem] = []
+        self.environments: dict[str, EnvironmentRuntime] = {}
+        self.last_pass_completed_at: datetime | None = None
+        self.passes_completed = 0
+        self._store_loaded = False
+        self._pass_lock = asyncio.Lock()
+        self._trigger = asyncio.Event()
+        self._force_next = False
+
+    # ---- triggers from the API ----
+
+    def request_pass(self, force: bool = True) -> None:
+        """Run a pass now (environments in backoff included when `force`)."""
+        self._force_next = self._force_next or force
+        self._trigger.set()
+
+    def knows(self, name: str) -> bool:
+        return self.desired is not None and name in self.desired.environments
+
+    def request_wake(self, name: str) -> str | None:
+        """Ask for a wake; returns why it is refused, or None when accepted."""
+        if self.desired is None or name not in self.desired.environments:
+            return "unknown environment"
+        spec = self.desired.environments[name]
+        if spec.service is None or spec.idle is None:
+            return "the environment has no service with an idle policy"
+        if spec.power == "off":
+            return "the environment's power is off"
+        if spec.suspend:
+            return "the environment is suspended"
+        self.environments.setdefault(name, EnvironmentRuntime()).wake_requested = True
+        log.info("wake requested", environment=name, revision=self.revision)
+        self.request_pass(force=True)
+        return None
+
+    # ---- desired state ----
+
+    async def load_desired_state(self) -> None:
+        snapshot = await self.source.fetch()
+        previous_attempt = self.attempted_revision
+        self.attempted_revision = snapshot.revision
+        if snapshot.loaded is not None:
+            if snapshot.revision != self.revision:
+                log.info(
+                    "desired state loaded",
+                    source=self.source.description,
+                    revision=snapshot.revision,
+                    environments=sorted(snapshot.loaded.state.environments),
+                )
+                self.metrics.desired_state_info.clear()
+                self.metrics.desired_state_info.labels(snapshot.revision).set(1)
+            self.desired = snapshot.loaded.state
+            self.revision = snapshot.revision
+            self.desired_state_valid = True
+            self.problems = []
+        else:
+            self.desired_state_valid = False
+            self.problems = snapshot.problems
+            if snapshot.revision != previous_attempt:
+                # an invalid revision is reported once, not every interval
+                for problem in snapshot.problems:
+                    log.error(
+                        "desired state invalid",
+                        problem=str(problem),
+                        attempted_revision=snapshot.revision,
+                        keeping=self.revision or "nothing: no valid desired state yet",
+                    )
+        self.metrics.desired_state_valid.set(1 if self.desired_state_valid else 0)
+
+    # ---- one pass ----
+
+    async def reconcile_once(
+        self, force: bool = False, act: bool = True, persist: bool = True
+    ) -> PassReport:
+        """One pass over every environment. `act=False` decides and logs only (plan, dry-run)."""
+        async with self._pass_lock:
+            reconcile_id = uuid.uuid4().hex[:12]
+            with structlog.contextvars.bound_contextvars(
+                reconcile_id=reconcile_id, environment=None, revision=self.revision
+            ):
+                with self.metrics.reconcile_duration.labels("pass").time():
+                    report = await self._pass(reconcile_id, force, act, persist)
+            self.last_pass_completed_at = self.clock.now()
+            self.passes_completed += 1
+            if report.desired_state_valid and not report.failed:
+                self.metrics.last_successful_reconcile.set(self.clock.now().timestamp())
+            return report
+
+    async def _pass(self, reconcile_id: str, force: bool, act: bool, persist: bool) -> PassReport:
+        await self.load_desired_state()
+        structlog.contextvars.bind_contextvars(revision=self.revision)
+        report = PassReport(reconcile_id, self.revision, bool(self.desired_state_valid))
+        if self.desired is None:
+            return report
+        if not self._store_loaded:
+            await self._load_store()
+        desired = self.desired
+        self._forget_removed(desired)
+        now = self.clock.now()
+        dry_run = self.settings.dry_run or not act
+
+        targets: list[IdleTarget] = []
+        for name, spec in desired.environments.items():
+            runtime = self.environments.setdefault(name, EnvironmentRuntime())
+            if not force and runtime.retry_at is not None and now < runtime.retry_at:
+                report.results[name] = "skipped"
+                self.metrics.reconcile_total.labels(name, "idle", "skipped").inc()
+                log.info(
+                    "decision",
+                    environment=name,
+                    action="none",
+                    reason=(
+                        f"backing off after {runtime.failures} failure(s); retry in "
+                        f"{format_duration(runtime.retry_at - now)}"
+                    ),
+                )
+                continue
+            try:
+                region = self.aws.region(spec.region)
+            except NoRegion as exc:
+                self._record(name, runtime, None, "error", now, str(exc))
+                report.results[name] = "error"
+                continue
+            targets.append(
+                IdleTarget(name, spec, region, runtime.wakefulness, runtime.wake_requested)
+            )
+
+        deadline = (
+            asyncio.get_running_loop().time() + self.settings.effective_pass_timeout.total_seconds()
+        )
+        observed: dict[str, Any] = {}
+        observe_error = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                with self.metrics.reconcile_duration.labels("idle_observe").time():
+                    observed = await self.idle.observe(targets, now)
+        except TimeoutError:
+            observe_error = "observation timed out"
+            log.error("observation timed out", timeout=str(self.settings.effective_pass_timeout))
+
+        outcomes = await asyncio.gather(
+            *(
+                self._reconcile_environment(
+                    t, observed.get(t.name), observe_error, now, deadline, dry_run
+                )
+                for t in targets
+            )
+        )
+        for target, (result, decision) in zip(targets, outcomes, strict=True):
+            report.results[target.name] = result
+            if decision is not None:
+                report.decisions[target.name] = decision
+
+        if act and not self.settings.dry_run:
+            await self._publish_custom_metrics(targets, now)
+        if persist:
+            await self._save_store()
+        return report
+
+    async def _reconcile_environment(
+        self,
+        target: IdleTarget,
+        observed: Any,
+        observe_error: str | None,
+        now: datetime,
+        deadline: float,
+        dry_run: bool,
+    ) -> tuple[Result, IdleDecision | None]:
+        name = target.name
+        runtime = self.environments[name]
+        with structlog.contextvars.bound_contextvars(environment=name):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._reconcile_idle(
+                        target, runtime, observed, observe_error, now, dry_run
+                    )
+            except TimeoutError:
+                self._record(name, runtime, None, "error", now, "timed out")
+                return "error", None
+            except Exception as exc:  # one environment's failure never fails another
+                log.exception("reconcile failed", error=str(exc))
+                self._record(name, runtime, None, "error", now, str(exc))
+                return "error", None
+
+    async def _reconcile_idle(
+        self,
+        target: IdleTarget,
+        runtime: EnvironmentRuntime,
+        observed: Any,
+        observe_error: str | None,
+        now: datetime,
+        dry_run: bool,
+    ) -> tuple[Result, IdleDecision]:
+        spec = target.spec
+        if observed is None:
+            from reconcilers.idle_decision import IdleObservation
+
+            observation = IdleObservation(
+                service=None,
+                activity=None,
+                wakefulness=runtime.wakefulness,
+                wake_requested=runtime.wake_requested,
+                error=observe_error,
+            )
+        else:
+            observation = observed.observation
+            runtime.endpoint = observed.endpoint or runtime.endpoint
+        runtime.wakefulness = observation.wakefulness
+        if observation.service is not None:
+            runtime.service = observation.service
+        self._track_last_request(runtime, observation, spec)
+
+        decision = decide(spec, observation, now)
+        log.info(
+            "decision",
+            action=decision.action,
+            reason=decision.reason,
+            observed_desired_count=(
+                observation.service.desired_count if observation.service else None
+            ),
+            dry_run=dry_run,
+        )
+        if runtime.wake_requested and (
+            decision.action == "scale_up" or (observation.service and observation.service.awake)
+        ):
+            runtime.wake_requested = False
+
+        if decision.changes_aws and not dry_run:
+            assert spec.service is not None
+            log.info(
+                "aws change",
+                action=decision.action,
+                reason=decision.reason,
+                operation="ecs:UpdateService",
+                cluster=spec.service.cluster,
+                service=spec.service.name,
+                desired_count=decision.desired_count,
+            )
+            with self.metrics.reconcile_duration.labels("idle_act").time():
+                await self.idle.act(target, decision)
+            self.metrics.actions_total.labels(target.name, decision.action).inc()
+            runtime.wakefulness = runtime.wakefulness.after(decision, now)
+            runtime.last_action = {
+                "action": decision.action,
+                "reason": decision.reason,
+                "desired_count": decision.desired_count,
+                "at": _iso(now),
+            }
+            if runtime.service is not None:
+                runtime.service = ServiceState(
+                    status=runtime.service.status,
+                    desired_count=decision.desired_count or 0,
+                    running_count=runtime.service.running_count,
+                    pending_count=runtime.service.pending_count,
+                    load_balancers=runtime.service.load_balancers,
+                    target_groups=runtime.service.target_groups,
+                )
+        result: Result = "error" if decision.unknown else "success"
+        runtime.last_decision = decision
+        self._record(
+            target.name, runtime, spec, result, now, decision.reason if decision.unknown else None
+        )
+        return result, decision
+
+    def _track_last_request(
+        self, runtime: EnvironmentRuntime, observation: Any, spec: Environment
+    ) -> None:
+        activity = observation.activity
+        if activity is None or activity.requests is None:
+            return
+        seen = activity.last_request_end()
+        candidates = [t for t in (runtime.last_request_at, seen) if t is not None]
+        if candidates:
+            runtime.last_request_at = max(candidates)
+        else:
+            runtime.last_request_at = activity.window_start
+
+    def _record(
+        self,
+        name: str,
+        runtime: EnvironmentRuntime,
+        spec: Environment | None,
+        result: Result,
+        now: datetime,
+        error: str | None,
+    ) -> None:
+        self.metrics.reconcile_total.labels(name, "idle", result).inc()
+        if runtime.last_result != result:
+            runtime.result_changed_at = now
+        runtime.last_result = result
+        runtime.last_error = error
+        runtime.last_update = now
+        if result == "error":
+            runtime.failures += 1
+            delay = backoff_delay(runtime.failures, self.rng)
+            runtime.retry_at = now + delay
+            log.warning(
+                "environment failed",
+                error=error,
+                failures=runtime.failures,
+                retry_in=format_duration(delay),
+                environment=name,
+            )
+        else:
+            runtime.failures = 0
+            runtime.retry_at = None
+        if spec is None:
+            return
+        runtime.power = power_state(spec, runtime.service if spec.service else None)
+        self.metrics.set_power_state(name, runtime.power)
+        if runtime.service is not None and spec.service is not None:
+            self.metrics.service_desired_count.labels(name).set(runtime.service.desired_count)
+            self.metrics.service_running_count.labels(name).set(runtime.service.running_count)
+            self.metrics.service_active.labels(name).set(1 if runtime.service.awake else 0)
+        if runtime.last_request_at is not None:
+            self.metrics.seconds_since_last_request.labels(name).set(
+                max(0.0, (now - runtime.last_request_at).total_seconds())
+            )
+
+    def _forget_removed(self, desired: DesiredState) -> None:
+        for name in list(self.environments):
+            if name not in desired.environments:
+                log.warning(
+                    "environment removed from the desired state: no longer managed, left as it is",
+                    environment=name,
+                )
+                del self.environments[name]
+                self.metrics.forget_environment(name)
+
+    async def _publish_custom_metrics(self, targets: list[IdleTarget], now: datetime) -> None:
+        counts = [
+            ServiceCount(
+                t.region, t.spec.service.cluster, t.spec.service.name, runtime.service.desired_count
+            )
+            for t in targets
+            if t.spec.service is not None
+            and (runtime := self.environments[t.name]).service is not None
+            and runtime.service.exists
+        ]
+        if not counts:
+            return
+        try:
+            await publish_service_metrics(self.aws, self.settings.cloudwatch_namespace, counts, now)
+        except Exception as exc:  # reporting must never fail a pass
+            log.warning("publishing CloudWatch metrics failed", error=str(exc))
+
+    async def _load_store(self) -> None:
+        try:
+            stored = await self.store.load()
+        except StateStoreError as exc:
+            log.error("state store unreadable; starting without memory", error=str(exc))
+            stored = {}
+        for name, wakefulness in stored.items():
+            self.environments.setdefault(name, EnvironmentRuntime()).wakefulness = wakefulness
+        self._store_loaded = True
+
+    async def _save_store(self) -> None:
+        try:
+            await self.store.save({n: r.wakefulness for n, r in self.environments.items()})
+        except StateStoreError as exc:
+            log.error("state store write failed", error=str(exc))
+
+    # ---- the daemon ----
+
+    def healthy(self) -> bool:
+        """A pass completed within 3 intervals (or the controller started less than 3 ago)."""
+        last = self.last_pass_completed_at or self.started_at
+        return self.clock.now() - last <= 3 * self.settings.interval
+
+    def ready(self) -> bool:
+        return self.desired is not None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pass, wait interval +-5 % (or a trigger), repeat, until `stop` is set."""
+        log.info(
+            "controller started",
+            interval=format_duration(self.settings.interval),
+            dry_run=self.settings.dry_run,
+            source=self.source.description,
+        )
+        stop_wait = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                force, self._force_next = self._force_next, False
+                self._trigger.clear()
+                pass_task = asyncio.create_task(self.reconcile_once(force=force))
+                await asyncio.wait({pass_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not pass_task.done():
+                    # shutting down: let the current action finish, within the grace period
+                    done, _ = await asyncio.wait({pass_task}, timeout=SHUTDOWN_GRACE_SECONDS)
+                    if not done:
+                        pass_task.cancel()
+                        log.warning("pass cut short by shutdown")
+                    await asyncio.gather(pass_task, return_exceptions=True)
+                    break
+                if exc := pass_task.exception():
+                    log.error("pass failed", error=repr(exc))
+                delay = self.settings.interval.total_seconds() * self.rng.uniform(0.95, 1.05)
+                await self._wait(delay, stop_wait)
+        finally:
+            stop_wait.cancel()
+        log.info("controller stopped")
+
+    async def _wait(self, delay: float, stop_wait: asyncio.Task[Any]) -> None:
+        sleeper = asyncio.create_task(self.clock.sleep(delay))
+        trigger = asyncio.create_task(self._trigger.wait())
+        try:
+            await asyncio.wait({sleeper, trigger, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            trigger.cancel()
+
+    # ---- reporting ----
+
+    def environment_status(self, name: str) -> dict[str, Any]:
+        runtime = self.environments.get(name) or EnvironmentRuntime()
+        spec = (
+            self.desired.environments[name]
+            if self.desired and name in self.desired.environments
+            else None
+        )
+        service = None
+        if spec is not None and spec.service is not None:
+            svc = runtime.service
+            seconds = (
+                round((self.clock.now() - runtime.last_request_at).total_seconds())
+                if runtime.last_request_at
+                else None
+            )
+            service = {
+                "cluster": spec.service.cluster,
+                "name": spec.service.name,
+                "desired": svc.desired_count if svc else None,
+                "running": svc.running_count if svc else None,
+                "active": svc.awake if svc else None,
+                "seconds_since_last_request": seconds,
+                "awake_since": _iso(runtime.wakefulness.awake_since),
+                "asleep_since": _iso(runtime.wakefulness.asleep_since),
+            }
+        conditions = [
+            {
+                "type": "Reconciled",
+                "status": runtime.last_result in ("success",),
+                "reason": {"success": "Succeeded", "error": "Failed", "skipped": "BackingOff"}.get(
+                    runtime.last_result or "", "Pending"
+                ),
+                "message": runtime.last_error
+                or (
+                    runtime.last_decision.reason if runtime.last_decision else "not reconciled yet"
+                ),
+                "last_transition_time": _iso(runtime.result_changed_at),
+            }
+        ]
+        if runtime.retry_at is not None:
+            conditions.append(
+                {
+                    "type": "BackingOff",
+                    "status": True,
+                    "reason": "RepeatedFailures",
+                    "message": f"{runtime.failures} failure(s); next attempt at {_iso(runtime.retry_at)}",
+                    "last_transition_time": _iso(runtime.last_update),
+                }
+            )
+        if spec is not None and spec.suspend:
+            conditions.append(
+                {
+                    "type": "Suspended",
+                    "status": True,
+                    "reason": "Suspended",
+                    "message": "suspend: true",
+                    "last_transition_time": None,
+                }
+            )
+        return {
+            "power": runtime.power,
+            "desired_power": spec.power if spec else None,
+            "service": service,
+            "last_decision": (
+                {"action": runtime.last_decision.action, "reason": runtime.last_decision.reason}
+                if runtime.last_decision
+                else None
+            ),
+            "last_action": runtime.last_action,
+            "conditions": conditions,
+            "endpoint": runtime.endpoint,
+            "last_update": _iso(runtime.last_update),
+            "wake_pending": runtime.wake_requested,
+        }
+
+    def status(self) -> dict[str, Any]:
+        names = sorted(self.desired.environments) if self.desired else []
+        return {
+            "revision": self.revision,
+            "attempted_revision": self.attempted_revision,
+            "desired_state_valid": bool(self.desired_state_valid),
+            "desired_state_errors": [str(p) for p in self.problems],
+            "dry_run": self.settings.dry_run,
+            "last_pass_completed_at": _iso(self.last_pass_completed_at),
+            "environments": {name: self.environment_status(name) for name in names},
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (
+        value.astimezone(tz=None if value.tzinfo is None else value.tzinfo).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        if value.utcoffset() == timedelta(0)
+        else value.isoformat()
+    )

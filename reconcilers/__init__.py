@@ -1,0 +1,1 @@
+"""Reconcilers: one module per policy, each an observe -> decide -> act triple."""
