@@ -114,7 +114,7 @@ class AwsClients:
             self._metrics.aws_api_calls_total.labels(service, operation, outcome).inc()
             message = str(exc.response.get("Error", {}).get("Message", ""))
             raise AwsError(service, operation, code, message) from exc
-        except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BotoCoreError, OSError) as exc:
             self._metrics.aws_api_calls_total.labels(service, operation, "error").inc()
             raise AwsError(service, operation, type(exc).__name__, str(exc)) from exc
         self._metrics.aws_api_calls_total.labels(service, operation, "success").inc()

@@ -254,7 +254,7 @@ async def _status(args: argparse.Namespace) -> int:
             if service
             else "no service"
         )
-        print(f"{name:20} {str(env.get('power')):9} {counts:24} {decision.get('reason', '')}")
+        print(f"{name:20} {env.get('power')!s:9} {counts:24} {decision.get('reason', '')}")
     return EXIT_OK
 
 

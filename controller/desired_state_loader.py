@@ -1,4 +1,4 @@
-"""Load a desired-state document with file positions, so every problem reads `FILE:LINE:COLUMN: ...`.
+"""Load a desired-state document with positions: every problem reads `FILE:LINE:COLUMN: ...`.
 
 PyYAML composes the node tree (which carries positions); we build plain Python values from it
 ourselves so that mapping keys stay strings (YAML 1.1 would turn a key `on` into True) and a

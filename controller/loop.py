@@ -11,7 +11,7 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -187,11 +187,13 @@ class Controller:
         """One pass over every environment. `act=False` decides and logs only (plan, dry-run)."""
         async with self._pass_lock:
             reconcile_id = uuid.uuid4().hex[:12]
-            with structlog.contextvars.bound_contextvars(
-                reconcile_id=reconcile_id, environment=None, revision=self.revision
+            with (
+                structlog.contextvars.bound_contextvars(
+                    reconcile_id=reconcile_id, environment=None, revision=self.revision
+                ),
+                self.metrics.reconcile_duration.labels("pass").time(),
             ):
-                with self.metrics.reconcile_duration.labels("pass").time():
-                    report = await self._pass(reconcile_id, force, act, persist)
+                report = await self._pass(reconcile_id, force, act, persist)
             self.last_pass_completed_at = self.clock.now()
             self.passes_completed += 1
             if report.desired_state_valid and not report.failed:
@@ -569,7 +571,9 @@ class Controller:
                     "type": "BackingOff",
                     "status": True,
                     "reason": "RepeatedFailures",
-                    "message": f"{runtime.failures} failure(s); next attempt at {_iso(runtime.retry_at)}",
+                    "message": (
+                        f"{runtime.failures} failure(s); next attempt at {_iso(runtime.retry_at)}"
+                    ),
                     "last_transition_time": _iso(runtime.last_update),
                 }
             )

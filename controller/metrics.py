@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 POWER_STATES = ("STOPPED", "STARTING", "RUNNING", "STOPPING", "ERROR")
@@ -102,12 +104,8 @@ class ControllerMetrics:
             self.service_active,
             self.seconds_since_last_request,
         ):
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(environment)
-            except KeyError:
-                pass
         for state in POWER_STATES:
-            try:
+            with contextlib.suppress(KeyError):
                 self.power_state.remove(environment, state)
-            except KeyError:
-                pass

@@ -51,14 +51,19 @@ environments:
 """
 
 
+def _prepare_workdir(requested: str | None) -> Path:
+    workdir = Path(requested or tempfile.mkdtemp(prefix="infra-controller-sandbox-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 async def run_sandbox(args: argparse.Namespace) -> int:
     settings_flags = {
         "http_addr": args.http_addr or "127.0.0.1:8080",
         "log_format": args.log_format,
         "interval": "5s",
     }
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="infra-controller-sandbox-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = await asyncio.to_thread(_prepare_workdir, args.workdir)
     configure_logging(args.log_format or "console")
     emulator = LocalAws()
     log.info("starting the local AWS emulator", endpoint=emulator.endpoint)
@@ -70,9 +75,10 @@ async def run_sandbox(args: argparse.Namespace) -> int:
     try:
         (stack,) = await create_demo_stack(simulator_aws, REGION)
         desired_path = workdir / "desired_state.yaml"
-        desired_path.write_text(
-            DEMO_DESIRED_STATE.format(region=REGION, cluster=stack.cluster, service=stack.service)
+        text = DEMO_DESIRED_STATE.format(
+            region=REGION, cluster=stack.cluster, service=stack.service
         )
+        await asyncio.to_thread(desired_path.write_text, text)
         settings = Settings(
             desired_state=str(desired_path),
             state_store=f"file://{workdir / 'state.json'}",

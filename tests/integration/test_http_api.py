@@ -1,0 +1,233 @@
+"""The HTTP endpoints of contract section 6, through real HTTP, against the local emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from controller.aws import AwsClients
+from controller.demo_stack import DemoStack, create_demo_stack
+from controller.http_api import bound_port, start_http_server
+from tests.conftest import REGION, Harness
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token-123"
+SECRET = "hook-secret"
+
+
+def desired(stack: DemoStack) -> str:
+    return f"""
+    version: 1
+    environments:
+      demo:
+        power: on
+        service: {{cluster: {stack.cluster}, name: {stack.service}}}
+        idle: {{after: 5m, wake: manual}}
+      plain:
+        power: off
+    """
+
+
+@pytest.fixture
+async def stack(seed_aws: AwsClients) -> DemoStack:
+    (demo,) = await create_demo_stack(seed_aws, REGION)
+    return demo
+
+
+class Api:
+    def __init__(self, harness: Harness, base: str, session: aiohttp.ClientSession) -> None:
+        self.h = harness
+        self.base = base
+        self.session = session
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.session.get(self.base + path) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+    async def post(self, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
+        headers = kw.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.session.post(self.base + path, headers=headers, **kw) as r:
+            return r.status, await r.json()
+
+
+@pytest.fixture
+async def api_factory(make_controller: Callable[..., Harness]) -> AsyncIterator[Callable[..., Any]]:
+    runners: list[Any] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(body: str, **settings: Any) -> Api:
+        harness = make_controller(body, **settings)
+        runner = await start_http_server(harness.controller, "127.0.0.1", 0)
+        runners.append(runner)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Api(harness, f"http://127.0.0.1:{bound_port(runner)}", session)
+
+    yield make
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_metrics_are_served_in_prometheus_format(api_factory, stack: DemoStack) -> None:
+    api = await api_factory(desired(stack))
+    await api.h.controller.reconcile_once()
+    status, text = await api.get("/metrics")
+    assert status == 200
+    for name in (
+        "infra_controller_reconcile_total",
+        "infra_controller_reconcile_duration_seconds_bucket",
+        "infra_controller_last_successful_reconcile_timestamp_seconds",
+        "infra_controller_desired_state_valid 1.0",
+        "infra_controller_desired_state_info{revision=",
+        'infra_controller_power_state{environment="demo",state="RUNNING"} 1.0',
+        'infra_controller_service_desired_count{environment="demo"} 1.0',
+        'infra_controller_service_running_count{environment="demo"}',
+        'infra_controller_service_active{environment="demo"} 1.0',
+        'infra_controller_seconds_since_last_request{environment="demo"}',
+        'infra_controller_aws_api_calls_total{operation="DescribeServices",outcome="success",service="ecs"}',
+    ):
+        assert name in text, name
+
+
+async def test_healthz_follows_the_heartbeat_of_the_loop(api_factory, stack: DemoStack) -> None:
+    api = await api_factory(desired(stack))
+    assert (await api.get("/healthz"))[0] == 200  # just started: within the grace of 3 intervals
+    await api.h.controller.reconcile_once()
+    assert (await api.get("/healthz"))[0] == 200
+    api.h.clock.advance(timedelta(minutes=3, seconds=1))  # no pass for over 3 intervals
+    assert (await api.get("/healthz"))[0] == 503
+
+
+async def test_readyz_waits_for_a_valid_desired_state(api_factory) -> None:
+    api = await api_factory("version: 1\nenvironments:\n  a:\n    power: nope\n")
+    await api.h.controller.reconcile_once()
+    assert (await api.get("/readyz"))[0] == 503
+    api.h.write("version: 1\nenvironments:\n  a:\n    power: on\n")
+    await api.h.controller.reconcile_once()
+    assert (await api.get("/readyz"))[0] == 200
+
+
+async def test_status_reports_every_environment(api_factory, stack: DemoStack) -> None:
+    api = await api_factory(desired(stack))
+    await api.h.controller.reconcile_once()
+    status, body = await api.get("/status")
+    assert status == 200
+    assert body["revision"].startswith("sha256:")
+    assert body["desired_state_valid"] is True
+    demo = body["environments"]["demo"]
+    assert demo["power"] == "RUNNING"
+    assert demo["service"]["desired"] == 1
+    assert demo["service"]["active"] is True
+    assert isinstance(demo["service"]["seconds_since_last_request"], int)
+    assert demo["conditions"][0]["type"] == "Reconciled"
+    assert body["environments"]["plain"]["power"] == "STOPPED"
+
+
+async def test_environment_status_has_the_seed_shape(api_factory, stack: DemoStack) -> None:
+    api = await api_factory(desired(stack))
+    await api.h.controller.reconcile_once()
+    status, body = await api.get("/environments/demo/status")
+    assert status == 200
+    assert body["status"] == "RUNNING"
+    assert body["endpoint"] == f"http://{stack.dns_name}"
+    assert body["lastUpdate"].endswith("Z")
+    assert (await api.get("/environments/nope/status"))[0] == 404
+
+
+async def test_mutating_endpoints_are_forbidden_without_a_configured_token(
+    api_factory, stack
+) -> None:
+    api = await api_factory(desired(stack))
+    await api.h.controller.reconcile_once()
+    assert (await api.post("/environments/demo/wake", token="anything"))[0] == 403
+    assert (await api.post("/reconcile", token="anything"))[0] == 403
+    assert (await api.post("/hooks/git", data=b"{}"))[0] == 403
+
+
+async def test_mutating_endpoints_need_the_right_token(api_factory, stack: DemoStack) -> None:
+    api = await api_factory(desired(stack), api_token=TOKEN)
+    await api.h.controller.reconcile_once()
+    for token in (None, "wrong", TOKEN + "x", ""):
+        assert (await api.post("/environments/demo/wake", token=token))[0] == 401
+        assert (await api.post("/reconcile", token=token))[0] == 401
+    assert (await api.post("/environments/nope/wake", token=TOKEN))[0] == 404
+    status, body = await api.post("/environments/plain/wake", token=TOKEN)
+    assert status == 409
+    assert "no service" in body["error"]
+
+
+async def test_wake_takes_effect_at_once_not_at_the_next_interval(
+    api_factory, seed_aws: AwsClients, stack: DemoStack
+) -> None:
+    api = await api_factory(desired(stack), api_token=TOKEN)
+    controller = api.h.controller
+    await controller.reconcile_once()
+    api.h.clock.advance(timedelta(minutes=6))
+    await controller.reconcile_once()
+    assert controller.status()["environments"]["demo"]["service"]["desired"] == 0
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(controller.run(stop))
+    try:
+        await _until(lambda: controller.passes_completed >= 3)
+        # the loop now waits for its interval on a clock that does not move
+        status, _ = await api.post("/environments/demo/wake", token=TOKEN)
+        assert status == 202
+        await _until(lambda: controller.status()["environments"]["demo"]["service"]["desired"] == 1)
+        answer = await seed_aws.call(
+            "ecs", "DescribeServices", REGION, cluster=stack.cluster, services=[stack.service]
+        )
+        assert answer["services"][0]["desiredCount"] == 1
+        passes = controller.passes_completed
+        assert (await api.post("/reconcile", token=TOKEN))[0] == 202
+        await _until(lambda: controller.passes_completed > passes)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop_task, 10)
+
+
+def _sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_git_webhook_checks_the_signature_and_triggers_a_pass(api_factory, stack) -> None:
+    api = await api_factory(desired(stack), webhook_secret=SECRET)
+    controller = api.h.controller
+    body = b'{"ref": "refs/heads/main"}'
+    assert (await api.post("/hooks/git", data=body))[0] == 401
+    bad = {"X-Hub-Signature-256": _sign(body, "other")}
+    assert (await api.post("/hooks/git", data=body, headers=bad))[0] == 401
+    tampered = {"X-Hub-Signature-256": _sign(body)}
+    assert (await api.post("/hooks/git", data=body + b" ", headers=tampered))[0] == 401
+    big = b"x" * (1024 * 1024 + 10)
+    assert (await api.post("/hooks/git", data=big, headers={"X-Hub-Signature-256": _sign(big)}))[
+        0
+    ] == 413
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(controller.run(stop))
+    try:
+        await _until(lambda: controller.passes_completed >= 1)
+        good = {"X-Hub-Signature-256": _sign(body)}
+        assert (await api.post("/hooks/git", data=body, headers=good))[0] == 202
+        await _until(lambda: controller.passes_completed >= 2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop_task, 10)
+
+
+async def _until(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Wait for a condition the controller reaches by itself (bounded, never a timing assert)."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - polls controller state, no event to await
+            await asyncio.sleep(0.01)
