@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -25,8 +25,20 @@ from controller.metrics import ControllerMetrics
 from controller.settings import Settings
 from controller.sources import DesiredStateSource
 from controller.state_store import StateStore, StateStoreError
-from reconcilers.idle import IdleReconciler, IdleTarget, ServiceCount, publish_service_metrics
-from reconcilers.idle_decision import IdleDecision, ServiceState, Wakefulness, decide
+from reconcilers.idle import (
+    IdleReconciler,
+    IdleTarget,
+    ObservedEnvironment,
+    ServiceCount,
+    publish_service_metrics,
+)
+from reconcilers.idle_decision import (
+    IdleDecision,
+    IdleObservation,
+    ServiceState,
+    Wakefulness,
+    decide,
+)
 
 log = structlog.get_logger("infra_controller")
 
@@ -242,7 +254,7 @@ class Controller:
         deadline = (
             asyncio.get_running_loop().time() + self.settings.effective_pass_timeout.total_seconds()
         )
-        observed: dict[str, Any] = {}
+        observed: dict[str, ObservedEnvironment] = {}
         observe_error = None
         try:
             async with asyncio.timeout_at(deadline):
@@ -274,7 +286,7 @@ class Controller:
     async def _reconcile_environment(
         self,
         target: IdleTarget,
-        observed: Any,
+        observed: ObservedEnvironment | None,
         observe_error: str | None,
         now: datetime,
         deadline: float,
@@ -300,15 +312,13 @@ class Controller:
         self,
         target: IdleTarget,
         runtime: EnvironmentRuntime,
-        observed: Any,
+        observed: ObservedEnvironment | None,
         observe_error: str | None,
         now: datetime,
         dry_run: bool,
     ) -> tuple[Result, IdleDecision]:
         spec = target.spec
         if observed is None:
-            from reconcilers.idle_decision import IdleObservation
-
             observation = IdleObservation(
                 service=None,
                 activity=None,
@@ -322,7 +332,7 @@ class Controller:
         runtime.wakefulness = observation.wakefulness
         if observation.service is not None:
             runtime.service = observation.service
-        self._track_last_request(runtime, observation, spec)
+        self._track_last_request(runtime, observation)
 
         decision = decide(spec, observation, now)
         log.info(
@@ -361,13 +371,8 @@ class Controller:
                 "at": _iso(now),
             }
             if runtime.service is not None:
-                runtime.service = ServiceState(
-                    status=runtime.service.status,
-                    desired_count=decision.desired_count or 0,
-                    running_count=runtime.service.running_count,
-                    pending_count=runtime.service.pending_count,
-                    load_balancers=runtime.service.load_balancers,
-                    target_groups=runtime.service.target_groups,
+                runtime.service = replace(
+                    runtime.service, desired_count=decision.desired_count or 0
                 )
         result: Result = "error" if decision.unknown else "success"
         runtime.last_decision = decision
@@ -377,7 +382,7 @@ class Controller:
         return result, decision
 
     def _track_last_request(
-        self, runtime: EnvironmentRuntime, observation: Any, spec: Environment
+        self, runtime: EnvironmentRuntime, observation: IdleObservation
     ) -> None:
         activity = observation.activity
         if activity is None or activity.requests is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -125,11 +125,8 @@ class IdleReconciler:
             assert s.service is not None
             if s.error is None:
                 lbs = sorted({lb for arn in s.target_group_arns for lb in tg_info[arn][1]})
-                s.service = ServiceState(
-                    status=s.service.status,
-                    desired_count=s.service.desired_count,
-                    running_count=s.service.running_count,
-                    pending_count=s.service.pending_count,
+                s.service = replace(
+                    s.service,
                     load_balancers=tuple(arn_resource(lb, "loadbalancer") for lb in lbs),
                     target_groups=tuple(tg_info[arn][0] for arn in s.target_group_arns),
                 )
