@@ -128,7 +128,7 @@ async def _controller(settings: Settings) -> Controller:
     metrics = ControllerMetrics()
     return Controller(
         settings=settings,
-        source=open_source(settings.desired_state),
+        source=open_source(settings.desired_state, settings),
         aws=AwsClients(metrics, settings.aws_region),
         store=open_state_store(settings.state_store),
         clock=SystemClock(),
@@ -164,9 +164,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         # a bad file at start is refused outright; later bad revisions keep the last good one
         await controller.load_desired_state()
-        if controller.desired is None:
+        if controller.desired is None and controller.problems:
             print_problems(controller.problems)
             return EXIT_INVALID
+        if controller.desired is None and (args.command == "plan" or args.once):
+            print(f"infra-controller: {controller.source_error}", file=sys.stderr)
+            return EXIT_INVALID
+        # the daemon keeps retrying an unreachable source (with backoff), not ready until then
         if args.command == "plan":
             report = await controller.reconcile_once(act=False, persist=False)
             return _print_plan(report, args.output)
@@ -178,6 +182,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return await _daemon(controller, settings)
     finally:
         await controller.aws.close()
+        controller.source.close()
 
 
 async def _daemon(controller: Controller, settings: Settings) -> int:

@@ -23,7 +23,7 @@ from controller.desired_state_loader import Problem
 from controller.durations import format_duration
 from controller.metrics import ControllerMetrics
 from controller.settings import Settings
-from controller.sources import DesiredStateSource
+from controller.sources import DesiredStateSource, SourceUnavailable
 from controller.state_store import StateStore, StateStoreError
 from reconcilers.idle import (
     IdleReconciler,
@@ -123,6 +123,10 @@ class Controller:
         self.attempted_revision: str | None = None
         self.desired_state_valid: bool | None = None
         self.problems: list[Problem] = []
+        self.source_error: str | None = None
+        self.source_failures = 0
+        self.source_retry_at: datetime | None = None
+        self.last_fetch_at: datetime | None = None
         self.environments: dict[str, EnvironmentRuntime] = {}
         self.last_pass_completed_at: datetime | None = None
         self.passes_completed = 0
@@ -159,8 +163,32 @@ class Controller:
 
     # ---- desired state ----
 
-    async def load_desired_state(self) -> None:
-        snapshot = await self.source.fetch()
+    async def load_desired_state(self, force: bool = False) -> None:
+        """Fetch the desired state; on any failure the last valid one stays in force."""
+        now = self.clock.now()
+        if not force and self.source_retry_at is not None and now < self.source_retry_at:
+            return  # the source is backing off; the desired state in force still applies
+        try:
+            snapshot = await self.source.fetch()
+        except SourceUnavailable as exc:
+            self.source_failures += 1
+            delay = backoff_delay(self.source_failures, self.rng)
+            self.source_retry_at = now + delay
+            self.source_error = str(exc)
+            self.metrics.desired_state_fetches.labels("error").inc()
+            log.error(
+                "desired state source unavailable",
+                error=self.source_error,
+                failures=self.source_failures,
+                retry_in=format_duration(delay),
+                keeping=self.revision or "nothing: no valid desired state yet",
+            )
+            return
+        self.metrics.desired_state_fetches.labels("success").inc()
+        self.source_failures = 0
+        self.source_retry_at = None
+        self.source_error = None
+        self.last_fetch_at = now
         previous_attempt = self.attempted_revision
         self.attempted_revision = snapshot.revision
         if snapshot.loaded is not None:
@@ -213,7 +241,7 @@ class Controller:
             return report
 
     async def _pass(self, reconcile_id: str, force: bool, act: bool, persist: bool) -> PassReport:
-        await self.load_desired_state()
+        await self.load_desired_state(force=force)
         structlog.contextvars.bind_contextvars(revision=self.revision)
         report = PassReport(reconcile_id, self.revision, bool(self.desired_state_valid))
         if self.desired is None:
@@ -498,6 +526,7 @@ class Controller:
             source=self.source.description,
         )
         stop_wait = asyncio.create_task(stop.wait())
+        watcher = asyncio.create_task(self._watch_source())
         try:
             while not stop.is_set():
                 force, self._force_next = self._force_next, False
@@ -518,7 +547,21 @@ class Controller:
                 await self._wait(delay, stop_wait)
         finally:
             stop_wait.cancel()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         log.info("controller stopped")
+
+    async def _watch_source(self) -> None:
+        def changed() -> None:
+            log.info("desired state changed", source=self.source.description)
+            self.request_pass(force=False)
+
+        try:
+            await self.source.watch(changed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # without a watcher the interval still picks changes up
+            log.warning("watching the desired state stopped", error=str(exc))
 
     async def _wait(self, delay: float, stop_wait: asyncio.Task[Any]) -> None:
         sleeper = asyncio.create_task(self.clock.sleep(delay))
@@ -615,6 +658,9 @@ class Controller:
             "attempted_revision": self.attempted_revision,
             "desired_state_valid": bool(self.desired_state_valid),
             "desired_state_errors": [str(p) for p in self.problems],
+            "source": self.source.description,
+            "source_error": self.source_error,
+            "last_fetch_at": _iso(self.last_fetch_at),
             "dry_run": self.settings.dry_run,
             "last_pass_completed_at": _iso(self.last_pass_completed_at),
             "environments": {name: self.environment_status(name) for name in names},

@@ -42,6 +42,12 @@ class ControllerMetrics:
             ["revision"],
             registry=r,
         )
+        self.desired_state_fetches = Counter(
+            "infra_controller_desired_state_fetches",
+            "Reads of the desired-state source (file or git) by outcome (success/error).",
+            ["outcome"],
+            registry=r,
+        )
         self.power_state = Gauge(
             "infra_controller_power_state",
             "1 for the environment's current power state, 0 for the others.",

@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     cloudwatch_namespace: str = "InfraController"
     # a pass that takes longer than this is cut short; defaults to the interval
     pass_timeout: Duration | None = None
+    # git sources: an HTTPS token (sent as basic auth with git_username), or an SSH key file
+    # and a known_hosts file; a fetch taking longer than git_timeout fails
+    git_token: SecretStr | None = None
+    git_username: str = "x-access-token"
+    git_ssh_key: str | None = None
+    git_known_hosts: str | None = None
+    git_timeout: Duration = timedelta(seconds=60)
     aws_region: str | None = Field(
         None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region")
     )
@@ -48,7 +55,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
 
-    @field_validator("api_token", "webhook_secret")
+    @field_validator("api_token", "webhook_secret", "git_token")
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None

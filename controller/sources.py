@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from controller.desired_state_loader import (
     Problem,
     parse_desired_state,
 )
+from controller.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,25 @@ class SourceSnapshot:
     problems: list[Problem] = field(default_factory=list)
 
 
-class DesiredStateSource(Protocol):
-    description: str
+class SourceUnavailable(Exception):
+    """The source could not be read (an unreachable remote, a timeout); says nothing of validity.
 
-    async def fetch(self) -> SourceSnapshot: ...
+    Its message is safe to log: sources redact credentials before raising it.
+    """
+
+
+class DesiredStateSource(Protocol):
+    description: str  # safe to log: no credentials
+
+    async def fetch(self) -> SourceSnapshot:
+        """The current desired state; raises SourceUnavailable when it cannot be read."""
+        ...
+
+    async def watch(self, notify: Callable[[], None]) -> None:
+        """Call `notify` whenever the source changes (runs until cancelled)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _read_text(path: str) -> str:
@@ -62,8 +80,41 @@ class FileSource:
             return SourceSnapshot(revision=revision, loaded=None, problems=exc.problems)
         return SourceSnapshot(revision=revision, loaded=loaded)
 
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
-def open_source(location: str) -> DesiredStateSource:
-    if location.startswith("git+"):
-        raise ValueError(f"{location}: git sources are not supported by this version; use a path")
-    return FileSource(location)
+    async def watch(self, notify: Callable[[], None], poll_seconds: float = 0.5) -> None:
+        """Polls the file's metadata (a `stat` every 0.5 s costs nothing and works on every
+        filesystem, mounted volumes included), so an edit reconciles within a second."""
+        last = await asyncio.to_thread(self._signature)
+        while True:
+            await asyncio.sleep(poll_seconds)
+            current = await asyncio.to_thread(self._signature)
+            if current != last:
+                last = current
+                notify()
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(location: str, settings: Settings | None = None) -> DesiredStateSource:
+    """A file path, or a `git+...` URL (raises ValueError for a malformed one)."""
+    if not location.startswith("git+"):
+        return FileSource(location)
+    from controller.git_source import GitCredentials, GitSource, parse_git_location
+
+    settings = settings or Settings()
+    credentials = GitCredentials(
+        token=settings.git_token.get_secret_value() if settings.git_token else None,
+        username=settings.git_username,
+        ssh_key=settings.git_ssh_key,
+        known_hosts=settings.git_known_hosts,
+    )
+    return GitSource(
+        parse_git_location(location), credentials, timeout=settings.git_timeout.total_seconds()
+    )

@@ -18,7 +18,7 @@ from controller.emulator import LocalAws
 from controller.loop import Controller
 from controller.metrics import ControllerMetrics
 from controller.settings import Settings
-from controller.sources import FileSource
+from controller.sources import DesiredStateSource, FileSource
 from controller.state_store import FileStateStore
 from reconcilers.idle import IdleReconciler
 
@@ -86,7 +86,12 @@ class Harness:
 async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(desired: str, max_attempts: int = 2, **settings: Any) -> Harness:
+    def make(
+        desired: str,
+        max_attempts: int = 2,
+        source: DesiredStateSource | None = None,
+        **settings: Any,
+    ) -> Harness:
         desired_path = write_desired_state(tmp_path / "desired_state.yaml", desired)
         state_path = tmp_path / "state.json"
         metrics = ControllerMetrics()
@@ -99,7 +104,7 @@ async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
         )
         controller = Controller(
             settings=config,
-            source=FileSource(str(desired_path)),
+            source=source or FileSource(str(desired_path)),
             aws=aws,
             store=FileStateStore(str(state_path)),
             clock=clock,

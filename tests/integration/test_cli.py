@@ -249,3 +249,25 @@ def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws) -> None:
     assert "sandbox ready" in events
     assert any(line["event"] == "decision" and line["environment"] == "demo" for line in logs)
     assert any(line["event"] == "traffic" for line in logs)
+
+
+def test_run_once_reads_a_git_source_and_reports_its_commit(tmp_path: Path, aws_env) -> None:
+    from tests.git_helpers import Repo
+
+    repo = Repo(tmp_path / "origin")
+    commit = repo.commit({"desired_state.yaml": "version: 1\nenvironments:\n  a: {power: off}\n"})
+    result = cli(
+        "run", "--once", "--output", "json", "--desired-state", repo.file_url, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["revision"] == commit
+
+
+def test_run_once_on_an_unreachable_git_source_exits_2_without_credentials(tmp_path: Path) -> None:
+    url = f"git+http://bot:hunter2-secret@127.0.0.1:{free_port()}/nothing.git"
+    result = cli(
+        "run", "--once", "--desired-state", url, cwd=tmp_path, env={"CONTROLLER_GIT_TIMEOUT": "10s"}
+    )
+    assert result.returncode == 2
+    assert "git fetch from git+http://***@127.0.0.1" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
