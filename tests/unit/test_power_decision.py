@@ -1,0 +1,220 @@
+"""The power state machine, decided purely: every branch, and its safety properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.desired_state import Environment
+from reconcilers.power_decision import (
+    PowerObservation,
+    PowerRecord,
+    RunInfo,
+    RunResult,
+    RunStatus,
+    decide_power,
+    estimated_duration,
+    retry_delay,
+)
+
+NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
+TF = {"runner": "codebuild", "project": "tf"}
+
+
+def env(power: str = "on", service: bool = True, **extra: object) -> Environment:
+    data: dict[str, object] = {"power": power, "terraform": TF, **extra}
+    if service:
+        data["service"] = {"cluster": "c", "name": "s"}
+    return Environment.model_validate(data)
+
+
+def run(operation: str = "apply", minutes_ago: int = 3) -> RunInfo:
+    return RunInfo(runner="codebuild", operation=operation, token="t",  # type: ignore[arg-type]
+                   started_at=NOW - timedelta(minutes=minutes_ago), run_id="tf:1")
+
+
+def obs(record: PowerRecord | None = None, status: RunStatus | None = None,
+        exists: bool | None = True, **kw: object) -> PowerObservation:
+    return PowerObservation(record=record or PowerRecord(), run_status=status,
+                            service_exists=exists, **kw)  # type: ignore[arg-type]
+
+
+def test_power_on_and_stopped_starts_one_apply() -> None:
+    decision = decide_power(env(), obs(PowerRecord(state="STOPPED"), exists=False), NOW)
+    assert (decision.action, decision.state) == ("terraform_apply", "STARTING")
+    assert decision.reason == "power on and the environment is STOPPED"
+
+
+def test_power_off_and_running_starts_one_destroy() -> None:
+    decision = decide_power(env("off"), obs(PowerRecord(state="RUNNING")), NOW)
+    assert (decision.action, decision.state) == ("terraform_destroy", "STOPPING")
+
+
+def test_converged_on_starts_nothing() -> None:
+    decision = decide_power(env(), obs(PowerRecord(state="RUNNING")), NOW)
+    assert (decision.action, decision.state) == ("none", "RUNNING")
+
+
+def test_converged_off_starts_nothing() -> None:
+    decision = decide_power(env("off"), obs(PowerRecord(state="STOPPED"), exists=False), NOW)
+    assert (decision.action, decision.state) == ("none", "STOPPED")
+
+
+def test_first_sight_of_an_existing_service_is_adopted_without_a_run() -> None:
+    assert decide_power(env(), obs(exists=True), NOW).action == "none"
+    assert decide_power(env("off"), obs(exists=False), NOW).action == "none"
+
+
+def test_environment_without_service_is_applied_once_then_converged() -> None:
+    first = decide_power(env(service=False), obs(exists=None), NOW)
+    assert first.action == "terraform_apply"
+    done = decide_power(env(service=False), obs(PowerRecord(state="RUNNING"), exists=None), NOW)
+    assert done.action == "none"
+
+
+def test_service_gone_while_running_is_applied_again() -> None:
+    decision = decide_power(env(), obs(PowerRecord(state="RUNNING"), exists=False), NOW)
+    assert decision.action == "terraform_apply"
+
+
+def test_service_still_there_after_a_destroy_is_destroyed_again() -> None:
+    decision = decide_power(env("off"), obs(PowerRecord(state="STOPPED"), exists=True), NOW)
+    assert decision.action == "terraform_destroy"
+
+
+def test_unknown_service_state_starts_no_run() -> None:
+    decision = decide_power(env("off"), obs(PowerRecord(state="RUNNING"), exists=None,
+                                            service_error="throttled"), NOW)
+    assert (decision.action, decision.unknown) == ("none", True)
+    assert "throttled" in decision.reason
+
+
+def test_run_in_progress_reports_starting_with_time_left() -> None:
+    record = PowerRecord(state="STARTING", run=run())
+    decision = decide_power(env(), obs(record, RunStatus("IN_PROGRESS"), exists=False), NOW)
+    assert (decision.action, decision.state) == ("none", "STARTING")
+    assert decision.reason == "apply running for 3m, about 12m left"
+
+
+def test_flip_during_a_run_waits_for_it_to_finish() -> None:
+    record = PowerRecord(state="STARTING", run=run())
+    decision = decide_power(env("off"), obs(record, RunStatus("IN_PROGRESS")), NOW)
+    assert decision.action == "none"
+    assert "the destroy follows once it finishes" in decision.reason
+
+
+def test_finished_apply_then_flip_converges_to_the_latest_in_the_same_pass() -> None:
+    record = PowerRecord(state="STARTING", run=run())
+    decision = decide_power(env("off"), obs(record, RunStatus("SUCCEEDED")), NOW)
+    assert decision.completed is not None and decision.completed.succeeded
+    assert decision.action == "terraform_destroy"
+    assert decision.record.run is None
+    assert decision.record.durations["apply"] == (180.0,)
+
+
+def test_successful_apply_becomes_running_and_resets_failures() -> None:
+    record = PowerRecord(state="STARTING", run=run(), failures=3)
+    decision = decide_power(env(), obs(record, RunStatus("SUCCEEDED")), NOW)
+    assert (decision.action, decision.state) == ("none", "RUNNING")
+    assert decision.record.failures == 0
+    assert decision.reason.startswith("apply succeeded after 3m")
+
+
+def test_successful_destroy_becomes_stopped() -> None:
+    record = PowerRecord(state="STOPPING", run=run("destroy"))
+    decision = decide_power(env("off"), obs(record, RunStatus("SUCCEEDED"), exists=False), NOW)
+    assert (decision.action, decision.state) == ("none", "STOPPED")
+
+
+def test_failed_run_is_error_and_retried_after_a_backoff_in_minutes() -> None:
+    record = PowerRecord(state="STARTING", run=run())
+    failed = decide_power(env(), obs(record, RunStatus("FAILED", "build FAILED"), exists=False), NOW)
+    assert (failed.action, failed.state) == ("none", "ERROR")
+    assert failed.record.failures == 1
+    assert failed.record.retry_at == NOW + timedelta(minutes=1)
+    assert "retry in 1m" in failed.reason
+    later = decide_power(env(), obs(failed.record, exists=False), NOW + timedelta(seconds=61))
+    assert later.action == "terraform_apply"
+
+
+def test_post_reconcile_retries_a_failed_run_at_once() -> None:
+    record = PowerRecord(state="ERROR", failures=2, retry_at=NOW + timedelta(minutes=2),
+                         last_result=RunResult("apply", False, NOW, 60, "FAILED"))
+    assert decide_power(env(), obs(record, exists=False), NOW).action == "none"
+    assert decide_power(env(), obs(record, exists=False), NOW, retry_now=True).action == "terraform_apply"
+
+
+def test_a_new_desired_operation_after_a_failure_does_not_wait_for_the_backoff() -> None:
+    record = PowerRecord(state="ERROR", failures=1, retry_at=NOW + timedelta(minutes=1),
+                         last_result=RunResult("apply", False, NOW, 60, "FAILED"))
+    assert decide_power(env("off"), obs(record), NOW).action == "terraform_destroy"
+
+
+def test_unknown_run_status_starts_nothing_and_is_an_error() -> None:
+    record = PowerRecord(state="STARTING", run=run())
+    decision = decide_power(env("off"), obs(record, None, poll_error="timeout"), NOW)
+    assert (decision.action, decision.state, decision.unknown) == ("none", "STARTING", True)
+
+
+def test_suspended_environment_starts_no_run() -> None:
+    decision = decide_power(env("off", suspend=True), obs(PowerRecord(state="RUNNING")), NOW)
+    assert (decision.action, decision.state) == ("none", "RUNNING")
+
+
+def test_without_terraform_power_is_only_reported() -> None:
+    plain = Environment.model_validate({"power": "off", "service": {"cluster": "c", "name": "s"}})
+    decision = decide_power(plain, obs(exists=True), NOW)
+    assert (decision.action, decision.state) == ("none", "RUNNING")
+
+
+def test_retry_delay_doubles_from_a_minute_and_caps_at_an_hour() -> None:
+    assert [retry_delay(n).total_seconds() / 60 for n in (1, 2, 3, 7, 20)] == [1, 2, 4, 60, 60]
+
+
+def test_time_left_comes_from_past_runs_once_there_are_some() -> None:
+    assert estimated_duration(PowerRecord(), "destroy") == timedelta(minutes=10)
+    record = PowerRecord(durations={"apply": (600.0, 660.0, 700.0)})
+    assert estimated_duration(record, "apply") == timedelta(seconds=660)
+
+
+# ---- properties ----
+
+states = st.sampled_from([None, "STOPPED", "STARTING", "RUNNING", "STOPPING", "ERROR"])
+statuses = st.sampled_from([None, RunStatus("IN_PROGRESS"), RunStatus("SUCCEEDED"), RunStatus("FAILED")])
+
+
+@given(state=states, power=st.sampled_from(["on", "off"]), exists=st.sampled_from([None, True, False]),
+       op=st.sampled_from(["apply", "destroy"]), minutes=st.integers(0, 120))
+def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
+    state: str | None, power: str, exists: bool | None, op: str, minutes: int
+) -> None:
+    record = PowerRecord(state=state, run=run(op, minutes))  # type: ignore[arg-type]
+    for status in (None, RunStatus("IN_PROGRESS")):
+        decision = decide_power(env(power), obs(record, status, exists=exists), NOW)
+        assert decision.action == "none"
+        assert decision.record.run == record.run
+
+
+@given(power=st.sampled_from(["on", "off"]), service=st.booleans(), retry_now=st.booleans())
+def test_a_converged_environment_starts_nothing(power: str, service: bool, retry_now: bool) -> None:
+    state = "RUNNING" if power == "on" else "STOPPED"
+    exists = (power == "on") if service else None
+    decision = decide_power(env(power, service=service), obs(PowerRecord(state=state), exists=exists),
+                            NOW, retry_now)
+    assert decision.action == "none"
+
+
+@given(state=states, power=st.sampled_from(["on", "off"]), exists=st.sampled_from([None, True, False]),
+       status=statuses)
+def test_the_decision_is_pure_and_never_destroys_when_power_is_on(
+    state: str | None, power: str, exists: bool | None, status: RunStatus | None
+) -> None:
+    record = PowerRecord(state=state, run=run() if status else None)  # type: ignore[arg-type]
+    first = decide_power(env(power), obs(record, status, exists=exists), NOW)
+    assert first == decide_power(env(power), obs(record, status, exists=exists), NOW)
+    if power == "on":
+        assert first.action != "terraform_destroy"
+    else:
+        assert first.action != "terraform_apply"
