@@ -118,3 +118,29 @@ async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
     yield make
     for harness in made:
         await harness.aws.close()
+
+
+FAKE_TERRAFORM = Path(__file__).parent / "fake_terraform.py"
+
+
+@pytest.fixture
+def fake_terraform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `terraform` on PATH that speaks the -json format; returns its working directory."""
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("terraform", "tofu"):
+        script = bin_dir / name
+        script.write_text(f"#!{sys.executable}\n" + FAKE_TERRAFORM.read_text())
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    workdir = tmp_path / "infra"
+    workdir.mkdir()
+    return workdir
+
+
+def fake_terraform_behaviour(workdir: Path, **operations: dict[str, Any]) -> None:
+    import json
+
+    (workdir / "fake-terraform.json").write_text(json.dumps(operations))

@@ -31,14 +31,24 @@ def env(power: str = "on", service: bool = True, **extra: object) -> Environment
 
 
 def run(operation: str = "apply", minutes_ago: int = 3) -> RunInfo:
-    return RunInfo(runner="codebuild", operation=operation, token="t",  # type: ignore[arg-type]
-                   started_at=NOW - timedelta(minutes=minutes_ago), run_id="tf:1")
+    return RunInfo(
+        runner="codebuild",
+        operation=operation,
+        token="t",  # type: ignore[arg-type]
+        started_at=NOW - timedelta(minutes=minutes_ago),
+        run_id="tf:1",
+    )
 
 
-def obs(record: PowerRecord | None = None, status: RunStatus | None = None,
-        exists: bool | None = True, **kw: object) -> PowerObservation:
-    return PowerObservation(record=record or PowerRecord(), run_status=status,
-                            service_exists=exists, **kw)  # type: ignore[arg-type]
+def obs(
+    record: PowerRecord | None = None,
+    status: RunStatus | None = None,
+    exists: bool | None = True,
+    **kw: object,
+) -> PowerObservation:
+    return PowerObservation(
+        record=record or PowerRecord(), run_status=status, service_exists=exists, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_power_on_and_stopped_starts_one_apply() -> None:
@@ -85,8 +95,9 @@ def test_service_still_there_after_a_destroy_is_destroyed_again() -> None:
 
 
 def test_unknown_service_state_starts_no_run() -> None:
-    decision = decide_power(env("off"), obs(PowerRecord(state="RUNNING"), exists=None,
-                                            service_error="throttled"), NOW)
+    decision = decide_power(
+        env("off"), obs(PowerRecord(state="RUNNING"), exists=None, service_error="throttled"), NOW
+    )
     assert (decision.action, decision.unknown) == ("none", True)
     assert "throttled" in decision.reason
 
@@ -130,7 +141,9 @@ def test_successful_destroy_becomes_stopped() -> None:
 
 def test_failed_run_is_error_and_retried_after_a_backoff_in_minutes() -> None:
     record = PowerRecord(state="STARTING", run=run())
-    failed = decide_power(env(), obs(record, RunStatus("FAILED", "build FAILED"), exists=False), NOW)
+    failed = decide_power(
+        env(), obs(record, RunStatus("FAILED", "build FAILED"), exists=False), NOW
+    )
     assert (failed.action, failed.state) == ("none", "ERROR")
     assert failed.record.failures == 1
     assert failed.record.retry_at == NOW + timedelta(minutes=1)
@@ -140,15 +153,26 @@ def test_failed_run_is_error_and_retried_after_a_backoff_in_minutes() -> None:
 
 
 def test_post_reconcile_retries_a_failed_run_at_once() -> None:
-    record = PowerRecord(state="ERROR", failures=2, retry_at=NOW + timedelta(minutes=2),
-                         last_result=RunResult("apply", False, NOW, 60, "FAILED"))
+    record = PowerRecord(
+        state="ERROR",
+        failures=2,
+        retry_at=NOW + timedelta(minutes=2),
+        last_result=RunResult("apply", False, NOW, 60, "FAILED"),
+    )
     assert decide_power(env(), obs(record, exists=False), NOW).action == "none"
-    assert decide_power(env(), obs(record, exists=False), NOW, retry_now=True).action == "terraform_apply"
+    assert (
+        decide_power(env(), obs(record, exists=False), NOW, retry_now=True).action
+        == "terraform_apply"
+    )
 
 
 def test_a_new_desired_operation_after_a_failure_does_not_wait_for_the_backoff() -> None:
-    record = PowerRecord(state="ERROR", failures=1, retry_at=NOW + timedelta(minutes=1),
-                         last_result=RunResult("apply", False, NOW, 60, "FAILED"))
+    record = PowerRecord(
+        state="ERROR",
+        failures=1,
+        retry_at=NOW + timedelta(minutes=1),
+        last_result=RunResult("apply", False, NOW, 60, "FAILED"),
+    )
     assert decide_power(env("off"), obs(record), NOW).action == "terraform_destroy"
 
 
@@ -182,11 +206,18 @@ def test_time_left_comes_from_past_runs_once_there_are_some() -> None:
 # ---- properties ----
 
 states = st.sampled_from([None, "STOPPED", "STARTING", "RUNNING", "STOPPING", "ERROR"])
-statuses = st.sampled_from([None, RunStatus("IN_PROGRESS"), RunStatus("SUCCEEDED"), RunStatus("FAILED")])
+statuses = st.sampled_from(
+    [None, RunStatus("IN_PROGRESS"), RunStatus("SUCCEEDED"), RunStatus("FAILED")]
+)
 
 
-@given(state=states, power=st.sampled_from(["on", "off"]), exists=st.sampled_from([None, True, False]),
-       op=st.sampled_from(["apply", "destroy"]), minutes=st.integers(0, 120))
+@given(
+    state=states,
+    power=st.sampled_from(["on", "off"]),
+    exists=st.sampled_from([None, True, False]),
+    op=st.sampled_from(["apply", "destroy"]),
+    minutes=st.integers(0, 120),
+)
 def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
     state: str | None, power: str, exists: bool | None, op: str, minutes: int
 ) -> None:
@@ -201,13 +232,18 @@ def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
 def test_a_converged_environment_starts_nothing(power: str, service: bool, retry_now: bool) -> None:
     state = "RUNNING" if power == "on" else "STOPPED"
     exists = (power == "on") if service else None
-    decision = decide_power(env(power, service=service), obs(PowerRecord(state=state), exists=exists),
-                            NOW, retry_now)
+    decision = decide_power(
+        env(power, service=service), obs(PowerRecord(state=state), exists=exists), NOW, retry_now
+    )
     assert decision.action == "none"
 
 
-@given(state=states, power=st.sampled_from(["on", "off"]), exists=st.sampled_from([None, True, False]),
-       status=statuses)
+@given(
+    state=states,
+    power=st.sampled_from(["on", "off"]),
+    exists=st.sampled_from([None, True, False]),
+    status=statuses,
+)
 def test_the_decision_is_pure_and_never_destroys_when_power_is_on(
     state: str | None, power: str, exists: bool | None, status: RunStatus | None
 ) -> None:

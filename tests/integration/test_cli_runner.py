@@ -1,0 +1,210 @@
+"""The cli Terraform runner against a stand-in `terraform` speaking the -json format:
+arguments, log events, exit codes, a slow apply, exactly one SIGINT, a controller restart."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import structlog
+
+from controller.desired_state import TerraformSpec
+from controller.logging_setup import configure_logging
+from reconcilers.cli_runner import CliRunner
+from reconcilers.power_decision import RunInfo, RunStatus
+from reconcilers.terraform_runner import RunnerError, RunToPoll
+from tests.conftest import fake_terraform_behaviour
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    configure_logging("json", stream=buffer)
+    yield buffer
+    structlog.reset_defaults()
+
+
+def spec(workdir: Path, timeout: str = "5m", binary: str = "terraform") -> TerraformSpec:
+    return TerraformSpec.model_validate(
+        {"runner": "cli", "workdir": str(workdir), "timeout": timeout, "binary": binary}
+    )
+
+
+def invocations(workdir: Path) -> list[dict[str, object]]:
+    path = workdir / "invocations.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def sigints(workdir: Path) -> int:
+    path = workdir / "sigints.log"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def start_and_wait(
+    runner: CliRunner, s: TerraformSpec, op: str = "apply", token: str = "t1"
+) -> RunStatus:
+    started = await runner.start("staging", s, "eu-west-3", op, token)  # type: ignore[arg-type]
+    return await wait_done(runner, s, started.run_id, op)
+
+
+async def wait_done(
+    runner: CliRunner, s: TerraformSpec, run_id: str, op: str = "apply"
+) -> RunStatus:
+    item = RunToPoll(
+        "staging",
+        RunInfo("cli", op, "t", datetime.now(UTC), run_id),
+        s,  # type: ignore[arg-type]
+        "eu-west-3",
+    )
+    async with asyncio.timeout(20):
+        while True:
+            status = (await runner.poll([item]))["staging"]
+            if status.state != "IN_PROGRESS":
+                return status
+            await asyncio.sleep(0.02)
+
+
+async def test_successful_apply_runs_init_then_apply_with_the_automation_flags(
+    fake_terraform: Path, tmp_path: Path, logs: io.StringIO
+) -> None:
+    runner = CliRunner(str(tmp_path / "runs"))
+    status = await start_and_wait(runner, spec(fake_terraform))
+    assert status == RunStatus("SUCCEEDED", "terraform apply succeeded")
+    calls = invocations(fake_terraform)
+    assert [c["argv"] for c in calls] == [
+        ["init", "-input=false"],
+        ["apply", "-input=false", "-auto-approve", "-json", "-lock-timeout=5m"],
+    ]
+    assert {c["TF_IN_AUTOMATION"] for c in calls} == {"1"}
+    events = [json.loads(line) for line in logs.getvalue().splitlines()]
+    summary = [e for e in events if e["event"] == "terraform change summary"]
+    assert [(e["add"], e["remove"]) for e in summary] == [(1, 0), (1, 0)]
+    assert all(e["environment"] == "staging" for e in summary)
+    assert any(e["event"] == "terraform apply complete" for e in events)
+
+
+async def test_tofu_destroy_uses_the_destroy_command(fake_terraform: Path, tmp_path: Path) -> None:
+    runner = CliRunner(str(tmp_path / "runs"))
+    status = await start_and_wait(runner, spec(fake_terraform, binary="tofu"), op="destroy")
+    assert status.state == "SUCCEEDED"
+    assert invocations(fake_terraform)[-1]["argv"][0] == "destroy"
+
+
+async def test_failed_apply_is_a_failure_and_its_diagnostic_is_logged(
+    fake_terraform: Path, tmp_path: Path, logs: io.StringIO
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
+    status = await start_and_wait(CliRunner(str(tmp_path / "runs")), spec(fake_terraform))
+    assert status == RunStatus("FAILED", "terraform apply exited with 1")
+    diagnostics = [
+        json.loads(line)
+        for line in logs.getvalue().splitlines()
+        if '"terraform diagnostic"' in line
+    ]
+    assert diagnostics[0]["summary"] == "creating ECS Service"
+    assert diagnostics[0]["level"] == "error"
+
+
+async def test_failed_init_stops_before_apply(fake_terraform: Path, tmp_path: Path) -> None:
+    fake_terraform_behaviour(fake_terraform, init={"exit": 1})
+    status = await start_and_wait(CliRunner(str(tmp_path / "runs")), spec(fake_terraform))
+    assert status == RunStatus("FAILED", "terraform init exited with 1")
+    assert [c["argv"][0] for c in invocations(fake_terraform)] == ["init"]
+
+
+async def test_a_slow_apply_past_its_timeout_gets_exactly_one_sigint(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 30})
+    status = await start_and_wait(CliRunner(str(tmp_path / "runs")), spec(fake_terraform, "1s"))
+    assert status.state == "FAILED"
+    assert status.detail.startswith("timed out after")
+    assert sigints(fake_terraform) == 1
+
+
+async def test_shutdown_interrupts_a_running_apply_once_and_waits_for_it(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 30})
+    runner = CliRunner(str(tmp_path / "runs"))
+    await runner.start("staging", spec(fake_terraform), "eu-west-3", "apply", "t1")
+    async with asyncio.timeout(10):
+        while len(invocations(fake_terraform)) < 2:
+            await asyncio.sleep(0.02)
+    await runner.close(grace_seconds=10)
+    assert sigints(fake_terraform) == 1
+    outcome = json.loads((tmp_path / "runs" / "t1.json").read_text())
+    assert outcome["state"] == "FAILED"
+
+
+async def test_the_same_token_never_starts_a_second_run(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner(str(tmp_path / "runs"))
+    first = await runner.start("staging", spec(fake_terraform), "eu-west-3", "apply", "same")
+    second = await runner.start("staging", spec(fake_terraform), "eu-west-3", "apply", "same")
+    assert first == second
+    await wait_done(runner, spec(fake_terraform), first.run_id)
+    again = await CliRunner(str(tmp_path / "runs")).start(
+        "staging", spec(fake_terraform), "eu-west-3", "apply", "same"
+    )
+    assert again == first
+    assert [c["argv"][0] for c in invocations(fake_terraform)] == ["init", "apply"]
+
+
+async def test_a_restarted_controller_follows_the_running_process_then_reads_its_outcome(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1})
+    first = CliRunner(str(tmp_path / "runs"))
+    started = await first.start("staging", spec(fake_terraform), "eu-west-3", "apply", "r1")
+    async with asyncio.timeout(10):
+        while len(invocations(fake_terraform)) < 2:
+            await asyncio.sleep(0.02)
+    restarted = CliRunner(str(tmp_path / "runs"))  # a new controller process, same runs dir
+    item = RunToPoll(
+        "staging",
+        RunInfo("cli", "apply", "r1", datetime.now(UTC), started.run_id),
+        spec(fake_terraform),
+        "eu-west-3",
+    )
+    following = (await restarted.poll([item]))["staging"]
+    assert following.state == "IN_PROGRESS"
+    assert "following terraform pid" in following.detail
+    assert (await wait_done(restarted, spec(fake_terraform), started.run_id)).state == "SUCCEEDED"
+    assert [c["argv"][0] for c in invocations(fake_terraform)] == ["init", "apply"]
+
+
+async def test_a_run_that_ended_unrecorded_while_down_has_an_unknown_outcome(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.3})
+    crashed = CliRunner(str(tmp_path / "runs"))
+    started = await crashed.start("staging", spec(fake_terraform), "eu-west-3", "apply", "c1")
+    async with asyncio.timeout(10):
+        while len(invocations(fake_terraform)) < 2:
+            await asyncio.sleep(0.02)
+    task = crashed._runs[started.run_id].task
+    assert task is not None
+    task.cancel()  # the controller dies without recording the outcome
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.6)
+    status = await wait_done(
+        CliRunner(str(tmp_path / "runs")), spec(fake_terraform), started.run_id
+    )
+    assert status == RunStatus(
+        "FAILED", "terraform ended while the controller was down; outcome unknown"
+    )
+
+
+async def test_a_missing_binary_refuses_to_start(tmp_path: Path) -> None:
+    s = TerraformSpec.model_validate({"runner": "cli", "workdir": str(tmp_path), "binary": "tofu"})
+    with pytest.raises(RunnerError, match="tofu not found on PATH"):
+        await CliRunner(str(tmp_path / "runs")).start("x", s, "eu-west-3", "apply", "t")
