@@ -126,11 +126,12 @@ def _settings_or_exit(args: argparse.Namespace) -> Settings | int:
 
 async def _controller(settings: Settings) -> Controller:
     metrics = ControllerMetrics()
+    aws = AwsClients(metrics, settings.aws_region)
     return Controller(
         settings=settings,
         source=open_source(settings.desired_state, settings),
-        aws=AwsClients(metrics, settings.aws_region),
-        store=open_state_store(settings.state_store),
+        aws=aws,
+        store=open_state_store(settings.state_store, aws),
         clock=SystemClock(),
         metrics=metrics,
     )
@@ -145,8 +146,13 @@ def _report_json(report: PassReport) -> str:
             "environments": {
                 name: {
                     "result": result,
-                    "action": report.decisions[name].action if name in report.decisions else None,
-                    "reason": report.decisions[name].reason if name in report.decisions else None,
+                    "action": report.summary(name)[0] if result != "skipped" else None,
+                    "reason": report.summary(name)[1] if result != "skipped" else None,
+                    "power": (
+                        report.power_decisions[name].state
+                        if name in report.power_decisions
+                        else None
+                    ),
                 }
                 for name, result in sorted(report.results.items())
             },
@@ -207,15 +213,12 @@ def _print_plan(report: PassReport, output: str) -> int:
         print(_report_json(report))
     else:
         for name, result in sorted(report.results.items()):
-            decision = report.decisions.get(name)
-            action = decision.action if decision else "unknown"
-            reason = decision.reason if decision else "could not be observed"
+            action, reason = report.summary(name)
             marker = "!" if result == "error" else ("~" if action != "none" else " ")
             print(f"{marker} {name}: {action} ({reason})")
     if report.failed:
         return EXIT_INVALID
-    pending = any(d.changes_aws for d in report.decisions.values())
-    return EXIT_FAILED if pending else EXIT_OK
+    return EXIT_FAILED if report.pending else EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

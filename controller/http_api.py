@@ -78,7 +78,7 @@ async def environment_status(request: web.Request) -> web.Response:
     body = {
         "status": detail["power"],
         "endpoint": detail["endpoint"],
-        "lastUpdate": detail["last_update"],
+        "lastUpdate": detail["power_detail"]["changed_at"] or detail["last_update"],
         **detail,
     }
     return web.json_response(body)

@@ -11,7 +11,7 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -24,7 +24,14 @@ from controller.durations import format_duration
 from controller.metrics import ControllerMetrics
 from controller.settings import Settings
 from controller.sources import DesiredStateSource, SourceUnavailable
-from controller.state_store import StateStore, StateStoreError
+from controller.state_store import (
+    EnvironmentRecord,
+    StateStore,
+    StateStoreError,
+    StoreConflict,
+)
+from reconcilers.cli_runner import CliRunner
+from reconcilers.codebuild_runner import CodeBuildRunner
 from reconcilers.idle import (
     IdleReconciler,
     IdleTarget,
@@ -39,13 +46,25 @@ from reconcilers.idle_decision import (
     Wakefulness,
     decide,
 )
+from reconcilers.power import PolledRun, PowerReconciler, PowerTarget, with_polled_run
+from reconcilers.power_decision import (
+    PowerDecision,
+    PowerObservation,
+    PowerRecord,
+    PowerState,
+    decide_power,
+    estimated_duration,
+)
 
 log = structlog.get_logger("infra_controller")
 
 Result = Literal["success", "error", "skipped"]
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_CAP = timedelta(minutes=15)
-SHUTDOWN_GRACE_SECONDS = 8.0
+# on SIGTERM: the current pass gets this long to finish, then Terraform processes this long to
+# stop (one SIGINT); all within the 10 s the contract allows
+SHUTDOWN_GRACE_SECONDS = 5.0
+RUNNER_STOP_GRACE_SECONDS = 3.0
 
 
 def backoff_delay(failures: int, rng: random.Random) -> timedelta:
@@ -56,32 +75,36 @@ def backoff_delay(failures: int, rng: random.Random) -> timedelta:
     return base * rng.uniform(0.9, 1.1)
 
 
-def power_state(spec: Environment, service: ServiceState | None) -> str:
-    """The environment's power state as observed (Terraform runs are not driven by this version)."""
-    if spec.service is not None and service is not None:
-        return "RUNNING" if service.exists else "STOPPED"
-    return "RUNNING" if spec.power == "on" else "STOPPED"
-
-
 @dataclass
 class EnvironmentRuntime:
     """What the controller knows of one environment between passes."""
 
+    stored: EnvironmentRecord = field(default_factory=EnvironmentRecord)  # as in the store
     wakefulness: Wakefulness = field(default_factory=Wakefulness)
+    power_record: PowerRecord = field(default_factory=PowerRecord)
     wake_requested: bool = False
     failures: int = 0
     retry_at: datetime | None = None
     service: ServiceState | None = None
     endpoint: str | None = None
-    power: str | None = None
+    power: PowerState | None = None
     # lower bound of the last request's time: the start of the first window read if none seen
     last_request_at: datetime | None = None
     last_decision: IdleDecision | None = None
+    last_power_decision: PowerDecision | None = None
     last_action: dict[str, Any] | None = None
     last_result: Result | None = None
     last_error: str | None = None
     last_update: datetime | None = None
     result_changed_at: datetime | None = None
+
+    def working_record(self) -> EnvironmentRecord:
+        return replace(self.stored, wakefulness=self.wakefulness, power=self.power_record)
+
+    def adopt(self, record: EnvironmentRecord) -> None:
+        self.stored = record
+        self.wakefulness = record.wakefulness
+        self.power_record = record.power
 
 
 @dataclass
@@ -91,10 +114,31 @@ class PassReport:
     desired_state_valid: bool
     results: dict[str, Result] = field(default_factory=dict)
     decisions: dict[str, IdleDecision] = field(default_factory=dict)
+    power_decisions: dict[str, PowerDecision] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
         return any(result == "error" for result in self.results.values())
+
+    def summary(self, name: str) -> tuple[str, str]:
+        """(action, reason) of an environment: the power action first, then the idle one."""
+        return summarise(self.power_decisions.get(name), self.decisions.get(name))
+
+    @property
+    def pending(self) -> bool:
+        return any(d.changes_aws for d in self.decisions.values()) or any(
+            d.action != "none" for d in self.power_decisions.values()
+        )
+
+
+def summarise(power: PowerDecision | None, idle: IdleDecision | None) -> tuple[str, str]:
+    if power is not None and power.action != "none":
+        return power.action, power.reason
+    if idle is not None:
+        return idle.action, idle.reason
+    if power is not None:
+        return power.action, power.reason
+    return "none", "not reconciled"
 
 
 class Controller:
@@ -107,6 +151,7 @@ class Controller:
         clock: Clock,
         metrics: ControllerMetrics | None = None,
         idle: IdleReconciler | None = None,
+        power: PowerReconciler | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -116,6 +161,10 @@ class Controller:
         self.clock = clock
         self.metrics = metrics or ControllerMetrics()
         self.idle = idle or IdleReconciler(aws)
+        self.power = power or PowerReconciler(
+            {"codebuild": CodeBuildRunner(aws), "cli": CliRunner(settings.runs_dir)}, store
+        )
+        self._managed: set[str] = set()
         self.rng = rng or random.Random()
         self.started_at = clock.now()
         self.desired: DesiredState | None = None
@@ -283,11 +332,19 @@ class Controller:
             asyncio.get_running_loop().time() + self.settings.effective_pass_timeout.total_seconds()
         )
         observed: dict[str, ObservedEnvironment] = {}
+        polled: dict[str, PolledRun] = {}
         observe_error = None
+        power_targets = [
+            PowerTarget(t.name, t.spec, t.region, self.environments[t.name].working_record())
+            for t in targets
+            if self.environments[t.name].power_record.run is not None
+        ]
         try:
             async with asyncio.timeout_at(deadline):
-                with self.metrics.reconcile_duration.labels("idle_observe").time():
-                    observed = await self.idle.observe(targets, now)
+                with self.metrics.reconcile_duration.labels("observe").time():
+                    observed, polled = await asyncio.gather(
+                        self.idle.observe(targets, now), self.power.poll(power_targets)
+                    )
         except TimeoutError:
             observe_error = "observation timed out"
             log.error("observation timed out", timeout=str(self.settings.effective_pass_timeout))
@@ -295,15 +352,24 @@ class Controller:
         outcomes = await asyncio.gather(
             *(
                 self._reconcile_environment(
-                    t, observed.get(t.name), observe_error, now, deadline, dry_run
+                    t,
+                    observed.get(t.name),
+                    polled.get(t.name),
+                    observe_error,
+                    now,
+                    deadline,
+                    dry_run,
+                    force,
                 )
                 for t in targets
             )
         )
-        for target, (result, decision) in zip(targets, outcomes, strict=True):
+        for target, (result, idle, power) in zip(targets, outcomes, strict=True):
             report.results[target.name] = result
-            if decision is not None:
-                report.decisions[target.name] = decision
+            if idle is not None:
+                report.decisions[target.name] = idle
+            if power is not None:
+                report.power_decisions[target.name] = power
 
         if act and not self.settings.dry_run:
             await self._publish_custom_metrics(targets, now)
@@ -315,36 +381,47 @@ class Controller:
         self,
         target: IdleTarget,
         observed: ObservedEnvironment | None,
+        polled: PolledRun | None,
         observe_error: str | None,
         now: datetime,
         deadline: float,
         dry_run: bool,
-    ) -> tuple[Result, IdleDecision | None]:
+        force: bool,
+    ) -> tuple[Result, IdleDecision | None, PowerDecision | None]:
         name = target.name
         runtime = self.environments[name]
         with structlog.contextvars.bound_contextvars(environment=name):
             try:
                 async with asyncio.timeout_at(deadline):
-                    return await self._reconcile_idle(
-                        target, runtime, observed, observe_error, now, dry_run
+                    return await self._reconcile(
+                        target, runtime, observed, polled, observe_error, now, dry_run, force
                     )
             except TimeoutError:
                 self._record(name, runtime, None, "error", now, "timed out")
-                return "error", None
+                return "error", None, None
+            except StoreConflict as exc:
+                log.warning(
+                    "state store conflict: another controller acted; re-reading", error=str(exc)
+                )
+                self._store_loaded = False
+                self._record(name, runtime, None, "error", now, str(exc))
+                return "error", None, None
             except Exception as exc:  # one environment's failure never fails another
                 log.exception("reconcile failed", error=str(exc))
                 self._record(name, runtime, None, "error", now, str(exc))
-                return "error", None
+                return "error", None, None
 
-    async def _reconcile_idle(
+    async def _reconcile(
         self,
         target: IdleTarget,
         runtime: EnvironmentRuntime,
         observed: ObservedEnvironment | None,
+        polled: PolledRun | None,
         observe_error: str | None,
         now: datetime,
         dry_run: bool,
-    ) -> tuple[Result, IdleDecision]:
+        force: bool,
+    ) -> tuple[Result, IdleDecision, PowerDecision]:
         spec = target.spec
         if observed is None:
             observation = IdleObservation(
@@ -362,52 +439,174 @@ class Controller:
             runtime.service = observation.service
         self._track_last_request(runtime, observation)
 
-        decision = decide(spec, observation, now)
+        power = decide_power(
+            spec,
+            PowerObservation(
+                record=with_polled_run(runtime.power_record, polled),
+                run_status=polled.status if polled else None,
+                poll_error=(polled.error if polled else None) or observe_error,
+                service_exists=(
+                    observation.service.exists
+                    if spec.service is not None and observation.service is not None
+                    else None
+                ),
+                service_error=observation.error,
+            ),
+            now,
+            retry_now=force,
+        )
+        observation = replace(
+            observation, power_state=power.state if spec.terraform is not None else None
+        )
+        idle = decide(spec, observation, now)
+        action, reason = summarise(power, idle)
         log.info(
             "decision",
-            action=decision.action,
-            reason=decision.reason,
+            action=action,
+            reason=reason,
+            power_state=power.state,
+            power_action=power.action,
+            power_reason=power.reason,
+            idle_action=idle.action,
+            idle_reason=idle.reason,
             observed_desired_count=(
                 observation.service.desired_count if observation.service else None
             ),
             dry_run=dry_run,
         )
         if runtime.wake_requested and (
-            decision.action == "scale_up" or (observation.service and observation.service.awake)
+            idle.action == "scale_up" or (observation.service and observation.service.awake)
         ):
             runtime.wake_requested = False
 
-        if decision.changes_aws and not dry_run:
-            assert spec.service is not None
-            log.info(
-                "aws change",
-                action=decision.action,
-                reason=decision.reason,
-                operation="ecs:UpdateService",
-                cluster=spec.service.cluster,
-                service=spec.service.name,
-                desired_count=decision.desired_count,
-            )
-            with self.metrics.reconcile_duration.labels("idle_act").time():
-                await self.idle.act(target, decision)
-            self.metrics.actions_total.labels(target.name, decision.action).inc()
-            runtime.wakefulness = runtime.wakefulness.after(decision, now)
-            runtime.last_action = {
-                "action": decision.action,
-                "reason": decision.reason,
-                "desired_count": decision.desired_count,
-                "at": _iso(now),
-            }
-            if runtime.service is not None:
-                runtime.service = replace(
-                    runtime.service, desired_count=decision.desired_count or 0
-                )
-        result: Result = "error" if decision.unknown else "success"
-        runtime.last_decision = decision
+        self._apply_power_decision(target.name, runtime, power, now)
+        if power.action != "none" and not dry_run:
+            await self._start_run(target, runtime, power, now)
+        if idle.changes_aws and not dry_run:
+            await self._act_idle(target, runtime, idle, now)
+
+        result: Result = "error" if idle.unknown or power.unknown else "success"
+        runtime.last_decision = idle
+        runtime.last_power_decision = power
+        unknown_reason = power.reason if power.unknown else idle.reason
         self._record(
-            target.name, runtime, spec, result, now, decision.reason if decision.unknown else None
+            target.name,
+            runtime,
+            spec,
+            result,
+            now,
+            unknown_reason if result == "error" else None,
         )
-        return result, decision
+        return result, idle, power
+
+    def _apply_power_decision(
+        self, name: str, runtime: EnvironmentRuntime, power: PowerDecision, now: datetime
+    ) -> None:
+        """Adopt the decision's record, and report a finished run and a state change."""
+        completed = power.completed
+        if completed is not None:
+            outcome = "succeeded" if completed.succeeded else "failed"
+            self.metrics.terraform_runs_total.labels(name, completed.operation, outcome).inc()
+            self.metrics.terraform_run_duration.labels(completed.operation, outcome).observe(
+                completed.duration_seconds
+            )
+            emit = log.info if completed.succeeded else log.error
+            emit(
+                "terraform run finished",
+                operation=completed.operation,
+                outcome=outcome,
+                run_id=completed.run_id,
+                detail=completed.detail,
+                duration=format_duration(completed.duration_seconds),
+            )
+        previous = runtime.power
+        if previous is not None and previous != power.state:
+            log.info(
+                "power state changed", previous=previous, state=power.state, reason=power.reason
+            )
+        runtime.power = power.state
+        runtime.power_record = power.record
+
+    async def _start_run(
+        self, target: IdleTarget, runtime: EnvironmentRuntime, power: PowerDecision, now: datetime
+    ) -> None:
+        spec = target.spec.terraform
+        assert spec is not None
+        log.info(
+            "aws change",
+            action=power.action,
+            reason=power.reason,
+            operation=f"terraform {power.operation}",
+            runner=spec.runner,
+            target=spec.project or spec.workdir,
+        )
+        stored = await self.power.start(
+            PowerTarget(target.name, target.spec, target.region, runtime.working_record()),
+            power,
+            now,
+        )
+        runtime.adopt(stored)
+        run = stored.power.run
+        if run is None:  # the runner refused to start it
+            result = stored.power.last_result
+            log.error(
+                "terraform run could not start",
+                operation=power.operation,
+                error=result.detail if result else None,
+            )
+            self.metrics.terraform_runs_total.labels(
+                target.name, power.operation or "", "not_started"
+            ).inc()
+            if runtime.power != "ERROR":
+                log.info(
+                    "power state changed",
+                    previous=runtime.power,
+                    state="ERROR",
+                    reason=result.detail if result else "could not start",
+                )
+            runtime.power = "ERROR"
+            return
+        self.metrics.actions_total.labels(target.name, power.action).inc()
+        runtime.last_action = {
+            "action": power.action,
+            "reason": power.reason,
+            "run_id": run.run_id,
+            "logs_url": run.logs_url,
+            "at": _iso(now),
+        }
+        log.info(
+            "terraform run started",
+            operation=run.operation,
+            run_id=run.run_id,
+            logs_url=run.logs_url,
+        )
+
+    async def _act_idle(
+        self, target: IdleTarget, runtime: EnvironmentRuntime, idle: IdleDecision, now: datetime
+    ) -> None:
+        spec = target.spec
+        assert spec.service is not None
+        log.info(
+            "aws change",
+            action=idle.action,
+            reason=idle.reason,
+            operation="ecs:UpdateService",
+            cluster=spec.service.cluster,
+            service=spec.service.name,
+            desired_count=idle.desired_count,
+        )
+        with self.metrics.reconcile_duration.labels("idle_act").time():
+            await self.idle.act(target, idle)
+        self.metrics.actions_total.labels(target.name, idle.action).inc()
+        runtime.wakefulness = runtime.wakefulness.after(idle, now)
+        runtime.last_action = {
+            "action": idle.action,
+            "reason": idle.reason,
+            "desired_count": idle.desired_count,
+            "at": _iso(now),
+        }
+        if runtime.service is not None:
+            runtime.service = replace(runtime.service, desired_count=idle.desired_count or 0)
 
     def _track_last_request(
         self, runtime: EnvironmentRuntime, observation: IdleObservation
@@ -432,6 +631,7 @@ class Controller:
         error: str | None,
     ) -> None:
         self.metrics.reconcile_total.labels(name, "idle", result).inc()
+        self.metrics.reconcile_total.labels(name, "power", result).inc()
         if runtime.last_result != result:
             runtime.result_changed_at = now
         runtime.last_result = result
@@ -453,8 +653,8 @@ class Controller:
             runtime.retry_at = None
         if spec is None:
             return
-        runtime.power = power_state(spec, runtime.service if spec.service else None)
-        self.metrics.set_power_state(name, runtime.power)
+        if runtime.power is not None:
+            self.metrics.set_power_state(name, runtime.power)
         if runtime.service is not None and spec.service is not None:
             self.metrics.service_desired_count.labels(name).set(runtime.service.desired_count)
             self.metrics.service_running_count.labels(name).set(runtime.service.running_count)
@@ -467,12 +667,16 @@ class Controller:
     def _forget_removed(self, desired: DesiredState) -> None:
         for name in list(self.environments):
             if name not in desired.environments:
-                log.warning(
-                    "environment removed from the desired state: no longer managed, left as it is",
-                    environment=name,
-                )
+                if self.environments[name].stored.version or name in self._managed:
+                    log.warning(
+                        "environment removed from the desired state: no longer managed, "
+                        "left as it is",
+                        environment=name,
+                    )
                 del self.environments[name]
+                self._managed.discard(name)
                 self.metrics.forget_environment(name)
+        self._managed.update(desired.environments)
 
     async def _publish_custom_metrics(self, targets: list[IdleTarget], now: datetime) -> None:
         counts = [
@@ -497,15 +701,29 @@ class Controller:
         except StateStoreError as exc:
             log.error("state store unreadable; starting without memory", error=str(exc))
             stored = {}
-        for name, wakefulness in stored.items():
-            self.environments.setdefault(name, EnvironmentRuntime()).wakefulness = wakefulness
+        for name, record in stored.items():
+            runtime = self.environments.setdefault(name, EnvironmentRuntime())
+            runtime.adopt(record)
+            if runtime.power is None and record.power.state is not None:
+                runtime.power = record.power.state
         self._store_loaded = True
 
     async def _save_store(self) -> None:
-        try:
-            await self.store.save({n: r.wakefulness for n, r in self.environments.items()})
-        except StateStoreError as exc:
-            log.error("state store write failed", error=str(exc))
+        for name, runtime in self.environments.items():
+            working = runtime.working_record()
+            if working == runtime.stored:
+                continue
+            try:
+                runtime.adopt(await self.store.put(name, working))
+            except StoreConflict as exc:
+                log.warning(
+                    "state store conflict: another controller acted; re-reading",
+                    environment=name,
+                    error=str(exc),
+                )
+                self._store_loaded = False
+            except StateStoreError as exc:
+                log.error("state store write failed", environment=name, error=str(exc))
 
     # ---- the daemon ----
 
@@ -549,6 +767,7 @@ class Controller:
             stop_wait.cancel()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            await self.power.close(RUNNER_STOP_GRACE_SECONDS)
         log.info("controller stopped")
 
     async def _watch_source(self) -> None:
@@ -635,9 +854,48 @@ class Controller:
                     "last_transition_time": None,
                 }
             )
+        record = runtime.power_record
+        run = record.run
+        now = self.clock.now()
+        current_run = None
+        if run is not None:
+            left = estimated_duration(record, run.operation) - (now - run.started_at)
+            current_run = {
+                "operation": run.operation,
+                "runner": run.runner,
+                "run_id": run.run_id,
+                "logs_url": run.logs_url,
+                "started_at": _iso(run.started_at),
+                "estimated_seconds_left": max(0, round(left.total_seconds())),
+            }
+        last = record.last_result
+        power_detail = {
+            "state": runtime.power,
+            "current_run": current_run,
+            "last_run": None
+            if last is None
+            else {
+                "operation": last.operation,
+                "outcome": "succeeded" if last.succeeded else "failed",
+                "finished_at": _iso(last.finished_at),
+                "duration_seconds": round(last.duration_seconds),
+                "detail": last.detail,
+                "run_id": last.run_id,
+            },
+            "failures": record.failures,
+            "retry_at": _iso(record.retry_at),
+            "reason": runtime.last_power_decision.reason if runtime.last_power_decision else None,
+            "changed_at": _iso(record.changed_at),
+        }
         return {
             "power": runtime.power,
             "desired_power": spec.power if spec else None,
+            "power_detail": power_detail,
+            "current_run": current_run,
+            "run_started_at": current_run["started_at"] if current_run else None,
+            "estimated_seconds_left": (
+                current_run["estimated_seconds_left"] if current_run else None
+            ),
             "service": service,
             "last_decision": (
                 {"action": runtime.last_decision.action, "reason": runtime.last_decision.reason}
@@ -668,12 +926,7 @@ class Controller:
 
 
 def _iso(value: datetime | None) -> str | None:
+    """UTC as `2025-01-15T10:30:00Z` (the shape the earlier status API used)."""
     if value is None:
         return None
-    return (
-        value.astimezone(tz=None if value.tzinfo is None else value.tzinfo).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
-        if value.utcoffset() == timedelta(0)
-        else value.isoformat()
-    )
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -91,6 +91,13 @@ class ControllerMetrics:
             ["environment", "operation", "outcome"],
             registry=r,
         )
+        self.terraform_run_duration = Histogram(
+            "infra_controller_terraform_run_duration_seconds",
+            "Duration of finished Terraform runs, by operation and outcome.",
+            ["operation", "outcome"],
+            buckets=(30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200),
+            registry=r,
+        )
         self.aws_api_calls_total = Counter(
             "infra_controller_aws_api_calls",
             "AWS API calls by service, operation and outcome (success/throttled/error).",

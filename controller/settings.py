@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     dry_run: bool = False
     log_format: Literal["json", "console"] | None = None
     cloudwatch_namespace: str = "InfraController"
+    # where the cli Terraform runner keeps each run's pid and outcome (survives a restart)
+    runs_dir: str = ".infra-controller-runs"
     # a pass that takes longer than this is cut short; defaults to the interval
     pass_timeout: Duration | None = None
     # git sources: an HTTPS token (sent as basic auth with git_username), or an SSH key file

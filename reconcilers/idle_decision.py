@@ -90,6 +90,8 @@ class IdleObservation:
     wakefulness: Wakefulness
     wake_requested: bool = False
     error: str | None = None  # why something is unknown
+    # the environment's power state when Terraform manages it; the policy waits for RUNNING
+    power_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ def decide(environment: Environment, observed: IdleObservation, now: datetime) -
         return _none("power is off: the idle policy does nothing")
     if idle is None or environment.service is None:
         return _none("no idle policy")
+    if observed.power_state not in (None, "RUNNING"):
+        return _none(f"power state {observed.power_state}: the idle policy waits for RUNNING")
     service = observed.service
     if service is None:
         return _none(
