@@ -100,7 +100,7 @@ async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
         config = Settings(
             desired_state=str(desired_path),
             state_store=f"file://{state_path}",
-            **{"interval": "60s", **settings},
+            **{"interval": "60s", "runs_dir": str(tmp_path / "runs"), **settings},
         )
         controller = Controller(
             settings=config,
@@ -117,6 +117,7 @@ async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
 
     yield make
     for harness in made:
+        await harness.controller.power.close(grace_seconds=5)
         await harness.aws.close()
 
 

@@ -19,6 +19,7 @@ from reconcilers.cli_runner import CliRunner
 from reconcilers.power_decision import RunInfo, RunStatus
 from reconcilers.terraform_runner import RunnerError, RunToPoll
 from tests.conftest import fake_terraform_behaviour
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +65,10 @@ async def wait_done(
         "eu-west-3",
     )
     async with asyncio.timeout(20):
-        while True:
-            status = (await runner.poll([item]))["staging"]
-            if status.state != "IN_PROGRESS":
-                return status
+        # polls the runner like the loop does, once per (short) interval
+        while (status := (await runner.poll([item]))["staging"]).state == "IN_PROGRESS":  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+    return status
 
 
 async def test_successful_apply_runs_init_then_apply_with_the_automation_flags(
@@ -135,9 +135,7 @@ async def test_shutdown_interrupts_a_running_apply_once_and_waits_for_it(
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 30})
     runner = CliRunner(str(tmp_path / "runs"))
     await runner.start("staging", spec(fake_terraform), "eu-west-3", "apply", "t1")
-    async with asyncio.timeout(10):
-        while len(invocations(fake_terraform)) < 2:
-            await asyncio.sleep(0.02)
+    await until(lambda: len(invocations(fake_terraform)) >= 2)
     await runner.close(grace_seconds=10)
     assert sigints(fake_terraform) == 1
     outcome = json.loads((tmp_path / "runs" / "t1.json").read_text())
@@ -165,9 +163,7 @@ async def test_a_restarted_controller_follows_the_running_process_then_reads_its
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1})
     first = CliRunner(str(tmp_path / "runs"))
     started = await first.start("staging", spec(fake_terraform), "eu-west-3", "apply", "r1")
-    async with asyncio.timeout(10):
-        while len(invocations(fake_terraform)) < 2:
-            await asyncio.sleep(0.02)
+    await until(lambda: len(invocations(fake_terraform)) >= 2)
     restarted = CliRunner(str(tmp_path / "runs"))  # a new controller process, same runs dir
     item = RunToPoll(
         "staging",
@@ -188,9 +184,7 @@ async def test_a_run_that_ended_unrecorded_while_down_has_an_unknown_outcome(
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.3})
     crashed = CliRunner(str(tmp_path / "runs"))
     started = await crashed.start("staging", spec(fake_terraform), "eu-west-3", "apply", "c1")
-    async with asyncio.timeout(10):
-        while len(invocations(fake_terraform)) < 2:
-            await asyncio.sleep(0.02)
+    await until(lambda: len(invocations(fake_terraform)) >= 2)
     task = crashed._runs[started.run_id].task
     assert task is not None
     task.cancel()  # the controller dies without recording the outcome

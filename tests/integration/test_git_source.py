@@ -8,7 +8,7 @@ import hmac
 import io
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from controller.logging_setup import configure_logging
 from controller.sources import FileSource, SourceUnavailable
 from tests.conftest import REGION, Harness
 from tests.git_helpers import GitHttpServer, Repo, git
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +209,7 @@ async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Rep
     stop = asyncio.Event()
     loop_task = asyncio.create_task(h.controller.run(stop))
     try:
-        await _until(lambda: h.controller.passes_completed >= 1)
+        await until(lambda: h.controller.passes_completed >= 1)
         pushed = repo.commit({"desired_state.yaml": TWO})
         body = b'{"ref": "refs/heads/main"}'
         signature = "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
@@ -222,7 +223,7 @@ async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Rep
         ):
             assert response.status == 202
         # the clock never moves: only the webhook can have started this pass
-        await _until(lambda: h.controller.revision == pushed)
+        await until(lambda: h.controller.revision == pushed)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
@@ -237,19 +238,13 @@ async def test_a_local_file_change_reconciles_without_waiting_for_the_interval(
     stop = asyncio.Event()
     loop_task = asyncio.create_task(h.controller.run(stop))
     try:
-        await _until(lambda: h.controller.passes_completed >= 1)
+        await until(lambda: h.controller.passes_completed >= 1)
         h.write(TWO)
         # the clock never moves: the watcher (polling every 0.5 s) triggers the pass
-        await _until(
+        await until(
             lambda: h.controller.desired is not None and "b" in h.controller.desired.environments,
             limit=5,
         )
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
-
-
-async def _until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - polls controller state, no event to await
-            await asyncio.sleep(0.01)

@@ -16,6 +16,7 @@ from controller.aws import AwsClients
 from controller.demo_stack import DemoStack, create_demo_stack
 from controller.http_api import bound_port, start_http_server
 from tests.conftest import REGION, Harness
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
@@ -180,18 +181,18 @@ async def test_wake_takes_effect_at_once_not_at_the_next_interval(
     stop = asyncio.Event()
     loop_task = asyncio.create_task(controller.run(stop))
     try:
-        await _until(lambda: controller.passes_completed >= 3)
+        await until(lambda: controller.passes_completed >= 3)
         # the loop now waits for its interval on a clock that does not move
         status, _ = await api.post("/environments/demo/wake", token=TOKEN)
         assert status == 202
-        await _until(lambda: controller.status()["environments"]["demo"]["service"]["desired"] == 1)
+        await until(lambda: controller.status()["environments"]["demo"]["service"]["desired"] == 1)
         answer = await seed_aws.call(
             "ecs", "DescribeServices", REGION, cluster=stack.cluster, services=[stack.service]
         )
         assert answer["services"][0]["desiredCount"] == 1
         passes = controller.passes_completed
         assert (await api.post("/reconcile", token=TOKEN))[0] == 202
-        await _until(lambda: controller.passes_completed > passes)
+        await until(lambda: controller.passes_completed > passes)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
@@ -217,17 +218,10 @@ async def test_git_webhook_checks_the_signature_and_triggers_a_pass(api_factory,
     stop = asyncio.Event()
     loop_task = asyncio.create_task(controller.run(stop))
     try:
-        await _until(lambda: controller.passes_completed >= 1)
+        await until(lambda: controller.passes_completed >= 1)
         good = {"X-Hub-Signature-256": _sign(body)}
         assert (await api.post("/hooks/git", data=body, headers=good))[0] == 202
-        await _until(lambda: controller.passes_completed >= 2)
+        await until(lambda: controller.passes_completed >= 2)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
-
-
-async def _until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    """Wait for a condition the controller reaches by itself (bounded, never a timing assert)."""
-    async with asyncio.timeout(limit):
-        while not condition():  # noqa: ASYNC110 - polls controller state, no event to await
-            await asyncio.sleep(0.01)

@@ -1,0 +1,208 @@
+"""Powering environments on and off through the controller, with the cli runner and a stand-in
+`terraform`: one run per change, converged environments left alone, failures backed off, a
+restart mid-run that follows the run instead of starting another."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.loop import PassReport
+from tests.conftest import Harness, fake_terraform_behaviour
+
+pytestmark = pytest.mark.integration
+
+
+def desired(workdir: Path, power: str = "on", extra: str = "") -> str:
+    return f"""
+    version: 1
+    environments:
+      staging:
+        power: {power}
+        region: eu-west-3
+        terraform: {{runner: cli, workdir: {workdir}, timeout: 5m}}
+        {extra}
+    """
+
+
+def commands(workdir: Path) -> list[str]:
+    path = workdir / "invocations.log"
+    if not path.exists():
+        return []
+    return [json.loads(line)["argv"][0] for line in path.read_text().splitlines()]
+
+
+def runs(workdir: Path) -> list[str]:
+    return [c for c in commands(workdir) if c != "init"]
+
+
+async def pass_until(
+    h: Harness, condition: Callable[[PassReport], bool], limit: float = 15
+) -> PassReport:
+    """Run passes (as the loop would, each interval) until the condition holds."""
+    async with asyncio.timeout(limit):
+        while not condition(report := await h.controller.reconcile_once()):
+            await asyncio.sleep(0.05)
+    return report
+
+
+def state(report: PassReport) -> str:
+    return report.power_decisions["staging"].state
+
+
+async def test_power_on_applies_once_then_stays_converged(
+    make_controller, fake_terraform: Path
+) -> None:
+    h: Harness = make_controller(desired(fake_terraform))
+    first = await h.controller.reconcile_once()
+    assert (state(first), first.power_decisions["staging"].action) == (
+        "STARTING",
+        "terraform_apply",
+    )
+    done = await pass_until(h, lambda r: state(r) == "RUNNING")
+    assert done.power_decisions["staging"].reason.startswith("apply succeeded after")
+    for _ in range(3):
+        h.clock.advance(timedelta(minutes=5))
+        report = await h.controller.reconcile_once()
+        assert report.power_decisions["staging"].action == "none"
+    assert runs(fake_terraform) == ["apply"]
+    metrics = h.controller.metrics
+    assert metrics.terraform_runs_total.labels("staging", "apply", "succeeded")._value.get() == 1
+    assert metrics.power_state.labels("staging", "RUNNING")._value.get() == 1
+    assert metrics.power_state.labels("staging", "STARTING")._value.get() == 0
+
+
+async def test_power_off_destroys_once_and_reports_stopped(
+    make_controller, fake_terraform: Path
+) -> None:
+    h: Harness = make_controller(desired(fake_terraform))
+    await pass_until(h, lambda r: state(r) == "RUNNING")
+    h.write(desired(fake_terraform, power="off"))
+    report = await h.controller.reconcile_once()
+    assert (state(report), report.power_decisions["staging"].action) == (
+        "STOPPING",
+        "terraform_destroy",
+    )
+    await pass_until(h, lambda r: state(r) == "STOPPED")
+    assert runs(fake_terraform) == ["apply", "destroy"]
+
+
+async def test_a_flip_during_a_run_waits_for_it_then_converges_to_the_latest(
+    make_controller, fake_terraform: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
+    h: Harness = make_controller(desired(fake_terraform))
+    await h.controller.reconcile_once()
+    h.write(desired(fake_terraform, power="off"))
+    waiting = await h.controller.reconcile_once()
+    assert waiting.power_decisions["staging"].action == "none"
+    assert "the destroy follows once it finishes" in waiting.power_decisions["staging"].reason
+    report = await pass_until(h, lambda r: r.power_decisions["staging"].action != "none")
+    assert report.power_decisions["staging"].action == "terraform_destroy"
+    await pass_until(h, lambda r: state(r) == "STOPPED")
+    assert runs(fake_terraform) == ["apply", "destroy"]
+
+
+async def test_a_failed_run_is_error_backed_off_in_minutes_and_retried_on_request(
+    make_controller, fake_terraform: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
+    h: Harness = make_controller(desired(fake_terraform))
+    report = await pass_until(h, lambda r: state(r) == "ERROR")
+    assert (
+        "apply failed (terraform apply exited with 1)" in report.power_decisions["staging"].reason
+    )
+    assert h.controller.status()["environments"]["staging"]["power_detail"]["failures"] == 1
+    for _ in range(3):  # within the minute of backoff: no new run
+        h.clock.advance(timedelta(seconds=15))
+        assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
+    assert runs(fake_terraform) == ["apply"]
+    h.clock.advance(timedelta(seconds=20))
+    retried = await h.controller.reconcile_once()
+    assert retried.power_decisions["staging"].action == "terraform_apply"
+    await pass_until(h, lambda r: state(r) == "ERROR")
+    # the second failure waits 2 minutes, but POST /reconcile retries at once
+    assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
+    forced = await h.controller.reconcile_once(force=True)
+    assert forced.power_decisions["staging"].action == "terraform_apply"
+    metrics = h.controller.metrics
+    assert metrics.terraform_runs_total.labels("staging", "apply", "failed")._value.get() == 2
+
+
+async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
+    make_controller, fake_terraform: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
+    first: Harness = make_controller(desired(fake_terraform))
+    await first.controller.reconcile_once()
+    # a new controller process: same state store, same runs directory, nothing in memory
+    restarted: Harness = make_controller(desired(fake_terraform))
+    report = await restarted.controller.reconcile_once()
+    assert (state(report), report.power_decisions["staging"].action) == ("STARTING", "none")
+    await pass_until(restarted, lambda r: state(r) == "RUNNING")
+    assert runs(fake_terraform) == ["apply"]
+
+
+async def test_a_removed_environment_is_never_destroyed(
+    make_controller, fake_terraform: Path
+) -> None:
+    h: Harness = make_controller(desired(fake_terraform))
+    await pass_until(h, lambda r: state(r) == "RUNNING")
+    h.write("version: 1\nenvironments: {}\n")
+    for _ in range(3):
+        h.clock.advance(timedelta(hours=1))
+        assert (await h.controller.reconcile_once()).results == {}
+    assert runs(fake_terraform) == ["apply"]
+
+
+async def test_dry_run_and_plan_show_the_run_they_would_start(
+    make_controller, fake_terraform: Path
+) -> None:
+    h: Harness = make_controller(desired(fake_terraform, power="off"))
+    planned = await h.controller.reconcile_once(act=False, persist=False)
+    assert planned.summary("staging") == (
+        "terraform_destroy",
+        "power off and the environment is unknown",
+    )
+    assert planned.pending
+    dry: Harness = make_controller(desired(fake_terraform), dry_run=True)
+    report = await dry.controller.reconcile_once()
+    assert report.power_decisions["staging"].action == "terraform_apply"
+    assert commands(fake_terraform) == []
+
+
+async def test_status_shows_the_run_its_start_and_the_time_left(
+    make_controller, fake_terraform: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
+    h: Harness = make_controller(desired(fake_terraform))
+    await h.controller.reconcile_once()
+    status = h.controller.status()["environments"]["staging"]
+    assert status["power"] == "STARTING"
+    assert status["current_run"]["operation"] == "apply"
+    assert status["current_run"]["run_id"].startswith("cli:")
+    assert (
+        status["estimated_seconds_left"] == 15 * 60
+    )  # no history yet: the earlier system's figure
+    assert status["run_started_at"].endswith("Z")
+    await pass_until(h, lambda r: state(r) == "RUNNING")
+    last = h.controller.status()["environments"]["staging"]["power_detail"]["last_run"]
+    assert (last["operation"], last["outcome"]) == ("apply", "succeeded")
+
+
+async def test_a_run_that_cannot_start_is_an_error_with_backoff(
+    make_controller, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    h: Harness = make_controller(desired(missing))
+    report = await h.controller.reconcile_once()
+    assert h.controller.status()["environments"]["staging"]["power"] == "ERROR"
+    detail = h.controller.status()["environments"]["staging"]["power_detail"]["last_run"]["detail"]
+    assert "could not start" in detail
+    assert report.power_decisions["staging"].action == "terraform_apply"
+    assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
