@@ -46,7 +46,8 @@ async def pass_until(
 ) -> PassReport:
     """Run passes (as the loop would, each interval) until the condition holds."""
     async with asyncio.timeout(limit):
-        while not condition(report := await h.controller.reconcile_once()):
+        # a subprocess finishes in real time: passes are repeated until it has
+        while not condition(report := await h.controller.reconcile_once()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     return report
 

@@ -1,0 +1,196 @@
+"""The CodeBuild runner through the controller, against moto's CodeBuild over HTTP.
+
+moto marks every build SUCCEEDED on the first BatchGetBuilds and ignores idempotency tokens;
+real CodeBuild does neither. So this module runs moto in-process and drives its CodeBuild the
+way the tests need (a build's status, the same build for the same token). The controller's own
+code is untouched: it reaches this emulator through `AWS_ENDPOINT_URL_CODEBUILD`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from moto.codebuild import models as codebuild_models
+from moto.codebuild import responses as codebuild_responses
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+from controller.aws import AwsClients
+from controller.emulator import LocalAws, free_port
+from controller.metrics import ControllerMetrics
+from controller.state_store import EnvironmentRecord, FileStateStore
+from reconcilers.codebuild_runner import _status
+from reconcilers.power_decision import PowerRecord, RunInfo
+from tests.conftest import REGION, Harness
+
+pytestmark = pytest.mark.integration
+PROJECT = "tf-staging"
+DESIRED = f"""
+version: 1
+environments:
+  staging:
+    power: on
+    region: {REGION}
+    terraform: {{runner: codebuild, project: {PROJECT}, timeout: 45m}}
+"""
+
+
+@dataclass
+class CodeBuildEmulator:
+    endpoint: str
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)  # build id -> buildStatus
+    by_token: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def build_ids(self) -> list[str]:
+        return [start["build_id"] for start in self.starts if start["new"]]
+
+
+@pytest.fixture
+def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBuildEmulator]:
+    port = free_port()
+    emulator = CodeBuildEmulator(endpoint=f"http://127.0.0.1:{port}")
+
+    def start_build(self: Any) -> Any:
+        token = self._get_param("idempotencyToken")
+        params = {
+            k: self._get_param(k)
+            for k in (
+                "projectName",
+                "environmentVariablesOverride",
+                "timeoutInMinutesOverride",
+                "idempotencyToken",
+            )
+        }
+        known = emulator.by_token.get(token) if token else None
+        build = known or self.codebuild_backend.start_build(self._get_param("projectName"))
+        if token:
+            emulator.by_token[token] = build
+        emulator.starts.append({**params, "build_id": build["id"], "new": known is None})
+        return codebuild_responses.ActionResult({"build": build})
+
+    def batch_get_builds(self: Any, ids: list[str]) -> list[dict[str, Any]]:
+        builds = []
+        for history in self.build_metadata_history.values():
+            for build in history:
+                if build["id"] in ids:
+                    build["buildStatus"] = emulator.statuses.get(build["id"], "IN_PROGRESS")
+                    builds.append(build)
+        return builds
+
+    monkeypatch.setattr(codebuild_responses.CodeBuildResponse, "start_build", start_build)
+    monkeypatch.setattr(codebuild_models.CodeBuildBackend, "batch_get_builds", batch_get_builds)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    LocalAws(port).reset()  # in-process backends outlive a test: start each one empty
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", emulator.endpoint)
+    yield emulator
+    server.stop()
+
+
+@pytest.fixture
+async def project(codebuild: CodeBuildEmulator) -> str:
+    clients = AwsClients(ControllerMetrics(), REGION)
+    await clients.call(
+        "codebuild",
+        "CreateProject",
+        REGION,
+        name=PROJECT,
+        source={"type": "S3", "location": "infra-bucket/terraform.zip"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={
+            "type": "LINUX_CONTAINER",
+            "image": "hashicorp/terraform",
+            "computeType": "BUILD_GENERAL1_SMALL",
+        },
+        serviceRole="arn:aws:iam::123456789012:role/terraform",
+    )
+    await clients.close()
+    return PROJECT
+
+
+def power(report: Any) -> tuple[str, str]:
+    decision = report.power_decisions["staging"]
+    return decision.state, decision.action
+
+
+async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_followed(
+    make_controller, codebuild: CodeBuildEmulator, project: str
+) -> None:
+    h: Harness = make_controller(DESIRED)
+    assert power(await h.controller.reconcile_once()) == ("STARTING", "terraform_apply")
+    (start,) = codebuild.starts
+    assert start["projectName"] == PROJECT
+    assert {v["name"]: v["value"] for v in start["environmentVariablesOverride"]} == {
+        "TF_ACTION": "apply",
+        "TF_ENVIRONMENT": "staging",
+    }
+    assert start["timeoutInMinutesOverride"] == 45
+    assert start["idempotencyToken"]
+    status = h.controller.status()["environments"]["staging"]
+    assert status["current_run"]["run_id"] == start["build_id"]
+    assert status["current_run"]["logs_url"]
+    assert power(await h.controller.reconcile_once()) == ("STARTING", "none")
+    codebuild.statuses[start["build_id"]] = "SUCCEEDED"
+    assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
+    assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
+    assert len(codebuild.build_ids()) == 1
+    assert h.calls("BatchGetBuilds") == 2
+
+
+@pytest.mark.parametrize("outcome", ["STOPPED", "FAILED", "FAULT", "TIMED_OUT"])
+async def test_a_stopped_or_failed_build_is_an_error(
+    make_controller, codebuild: CodeBuildEmulator, project: str, outcome: str
+) -> None:
+    h: Harness = make_controller(DESIRED)
+    await h.controller.reconcile_once()
+    codebuild.statuses[codebuild.build_ids()[0]] = outcome
+    report = await h.controller.reconcile_once()
+    assert power(report) == ("ERROR", "none")
+    assert f"build {outcome}" in report.power_decisions["staging"].reason
+
+
+async def test_a_restart_while_a_build_is_in_flight_follows_it(
+    make_controller, codebuild: CodeBuildEmulator, project: str
+) -> None:
+    first: Harness = make_controller(DESIRED)
+    await first.controller.reconcile_once()
+    restarted: Harness = make_controller(DESIRED)  # same state store, nothing in memory
+    assert power(await restarted.controller.reconcile_once()) == ("STARTING", "none")
+    codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
+    assert power(await restarted.controller.reconcile_once()) == ("RUNNING", "none")
+    assert len(codebuild.starts) == 1
+
+
+async def test_a_start_recorded_but_not_confirmed_finds_the_same_build_by_its_token(
+    make_controller, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
+) -> None:
+    # the controller recorded the run and called StartBuild, then died before saving the id
+    clients = AwsClients(ControllerMetrics(), REGION)
+    await clients.call(
+        "codebuild", "StartBuild", REGION, projectName=PROJECT, idempotencyToken="tok-1"
+    )
+    await clients.close()
+    intent = RunInfo(
+        runner="codebuild", operation="apply", token="tok-1", started_at=datetime.now(UTC)
+    )
+    await FileStateStore(str(tmp_path / "state.json")).put(
+        "staging", EnvironmentRecord(power=PowerRecord(state="STARTING", run=intent))
+    )
+    h: Harness = make_controller(DESIRED)
+    assert power(await h.controller.reconcile_once()) == ("STARTING", "none")
+    assert len(codebuild.build_ids()) == 1
+    assert codebuild.starts[-1]["idempotencyToken"] == "tok-1"
+    codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
+    assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
+
+
+def test_build_statuses_map_to_run_outcomes() -> None:
+    assert _status({"buildStatus": "IN_PROGRESS"}).state == "IN_PROGRESS"
+    assert _status({"buildStatus": "SUCCEEDED"}).state == "SUCCEEDED"
+    for failed in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED"):
+        status = _status({"buildStatus": failed, "currentPhase": "BUILD"})
+        assert (status.state, status.detail) == ("FAILED", f"build {failed} in phase BUILD")

@@ -1,0 +1,104 @@
+"""The state stores: file:// and dynamodb:// keep records across restarts and refuse to
+overwrite a record another controller changed (conditional writes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.aws import AwsClients
+from controller.metrics import ControllerMetrics
+from controller.state_store import (
+    DynamoDbStateStore,
+    EnvironmentRecord,
+    FileStateStore,
+    StateStore,
+    StateStoreError,
+    StoreConflict,
+    open_state_store,
+)
+from reconcilers.idle_decision import Wakefulness
+from reconcilers.power_decision import PowerRecord, RunInfo, RunResult
+from tests.conftest import REGION, Harness
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
+RECORD = EnvironmentRecord(
+    wakefulness=Wakefulness(awake_since=NOW),
+    power=PowerRecord(
+        state="STARTING",
+        run=RunInfo("codebuild", "apply", "tok", NOW, "tf:1", "https://logs"),
+        last_result=RunResult("destroy", True, NOW - timedelta(hours=1), 600.0, "ok", "tf:0"),
+        failures=0,
+        durations={"destroy": (600.0, 540.0)},
+        changed_at=NOW,
+    ),
+)
+
+
+async def _dynamodb_store(seed_aws: AwsClients) -> DynamoDbStateStore:
+    await seed_aws.call(
+        "dynamodb",
+        "CreateTable",
+        REGION,
+        TableName="infra-controller",
+        KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return DynamoDbStateStore(seed_aws, "infra-controller", REGION)
+
+
+@pytest.fixture
+async def dynamodb_store(seed_aws: AwsClients) -> DynamoDbStateStore:
+    return await _dynamodb_store(seed_aws)
+
+
+@pytest.fixture(params=["file", "dynamodb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, seed_aws: AwsClients) -> StateStore:
+    if request.param == "file":
+        return FileStateStore(str(tmp_path / "state.json"))
+    return await _dynamodb_store(seed_aws)
+
+
+async def test_a_record_round_trips_with_its_run_in_flight(store: StateStore) -> None:
+    written = await store.put("staging", RECORD)
+    assert written.version == 1
+    loaded = (await store.load())["staging"]
+    assert loaded == written
+
+
+async def test_a_stale_write_is_refused(store: StateStore) -> None:
+    first = await store.put("staging", RECORD)
+    await store.put("staging", first)  # another controller moves it to version 2
+    with pytest.raises(StoreConflict):
+        await store.put("staging", first)
+    with pytest.raises(StoreConflict):
+        await store.put("staging", EnvironmentRecord())  # a fresh record over an existing one
+
+
+async def test_the_controller_runs_on_a_dynamodb_store(
+    make_controller, dynamodb_store: DynamoDbStateStore, fake_terraform: Path
+) -> None:
+    h: Harness = make_controller(
+        f"version: 1\nenvironments:\n  staging:\n    power: on\n    region: {REGION}\n"
+        f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
+    )
+    h.controller.store = dynamodb_store
+    h.controller.power.store = dynamodb_store
+    report = await h.controller.reconcile_once()
+    assert report.power_decisions["staging"].action == "terraform_apply"
+    stored = (await dynamodb_store.load())["staging"]
+    assert stored.power.run is not None
+    assert stored.power.run.run_id is not None
+
+
+async def test_unknown_store_urls_are_refused() -> None:
+    aws = AwsClients(ControllerMetrics(), REGION)
+    for url in ("redis://x", "file://", "dynamodb://"):
+        with pytest.raises(StateStoreError):
+            open_state_store(url, aws)
+    assert isinstance(open_state_store("dynamodb://t", aws), DynamoDbStateStore)
+    await aws.close()
