@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.aws import AwsClients
+from controller.aws import AwsClients, AwsError
 from reconcilers.idle import arn_resource
 
 
@@ -146,3 +146,57 @@ async def create_demo_stack(
             )
         )
     return stacks
+
+
+async def find_demo_stack(
+    aws: AwsClients, region: str, cluster: str, service: str
+) -> DemoStack | None:
+    """The demo stack as it is now in the emulator (None once it has been destroyed)."""
+    answer = await aws.call("ecs", "DescribeServices", region, cluster=cluster, services=[service])
+    services = [s for s in answer.get("services", []) if s.get("status") == "ACTIVE"]
+    if not services or not services[0].get("loadBalancers"):
+        return None
+    tg_arn = services[0]["loadBalancers"][0]["targetGroupArn"]
+    groups = await aws.call("elbv2", "DescribeTargetGroups", region, TargetGroupArns=[tg_arn])
+    lb_arn = groups["TargetGroups"][0]["LoadBalancerArns"][0]
+    lbs = await aws.call("elbv2", "DescribeLoadBalancers", region, LoadBalancerArns=[lb_arn])
+    return DemoStack(
+        region=region,
+        cluster=cluster,
+        service=service,
+        load_balancer=arn_resource(lb_arn, "loadbalancer"),
+        target_group=arn_resource(tg_arn, "targetgroup"),
+        dns_name=lbs["LoadBalancers"][0]["DNSName"],
+    )
+
+
+async def delete_demo_stack(aws: AwsClients, region: str, name: str = "demo") -> None:
+    """What `terraform destroy` of the demo stack does: services, cluster, ALB, target groups."""
+    cluster = f"{name}-cluster"
+    try:
+        arns = (await aws.call("ecs", "ListServices", region, cluster=cluster))["serviceArns"]
+    except AwsError as exc:
+        if exc.code != "ClusterNotFoundException":
+            raise
+        arns = []
+    for arn in arns:
+        await aws.call("ecs", "DeleteService", region, cluster=cluster, service=arn, force=True)
+    if arns or await _cluster_exists(aws, region, cluster):
+        await aws.call("ecs", "DeleteCluster", region, cluster=cluster)
+    lbs = (await aws.call("elbv2", "DescribeLoadBalancers", region))["LoadBalancers"]
+    for lb in lbs:
+        if lb["LoadBalancerName"] == f"{name}-alb":
+            await aws.call(
+                "elbv2", "DeleteLoadBalancer", region, LoadBalancerArn=lb["LoadBalancerArn"]
+            )
+    groups = (await aws.call("elbv2", "DescribeTargetGroups", region))["TargetGroups"]
+    for group in groups:
+        if group["TargetGroupName"].startswith(f"{name}-tg-"):
+            await aws.call(
+                "elbv2", "DeleteTargetGroup", region, TargetGroupArn=group["TargetGroupArn"]
+            )
+
+
+async def _cluster_exists(aws: AwsClients, region: str, cluster: str) -> bool:
+    answer = await aws.call("ecs", "DescribeClusters", region, clusters=[cluster])
+    return any(c.get("status") == "ACTIVE" for c in answer.get("clusters", []))

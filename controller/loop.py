@@ -132,7 +132,12 @@ class PassReport:
 
 
 def summarise(power: PowerDecision | None, idle: IdleDecision | None) -> tuple[str, str]:
-    if power is not None and power.action != "none":
+    # the power reason while Terraform is acting (or failed); the idle policy's otherwise
+    if power is not None and (
+        power.action != "none"
+        or power.completed is not None
+        or power.state in ("STARTING", "STOPPING", "ERROR")
+    ):
         return power.action, power.reason
     if idle is not None:
         return idle.action, idle.reason

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -35,12 +37,17 @@ log = structlog.get_logger("infra_controller.sandbox")
 REGION = "eu-west-3"
 DEMO_DESIRED_STATE = """\
 # The sandbox's desired state: one environment, with demo durations (a real one would idle
-# after minutes, not seconds). Edit it while the sandbox runs: the controller picks it up.
+# after minutes, not seconds). Edit it while the sandbox runs: the controller picks it up at once.
+# Try `power: off`: a (stand-in) terraform destroy removes the demo stack; `power: on` recreates it.
 version: 1
 environments:
   demo:
     power: on
     region: {region}
+    terraform:
+      runner: cli
+      workdir: {terraform_workdir}
+      timeout: 5m
     service:
       cluster: {cluster}
       name: {service}
@@ -52,8 +59,23 @@ environments:
 
 
 def _prepare_workdir(requested: str | None) -> Path:
-    workdir = Path(requested or tempfile.mkdtemp(prefix="infra-controller-sandbox-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    """The sandbox's files, and a stand-in `terraform` (first on PATH) that creates and deletes
+    the demo stack in the emulator."""
+    workdir = Path(requested or tempfile.mkdtemp(prefix="infra-controller-sandbox-")).resolve()
+    (workdir / "infra").mkdir(parents=True, exist_ok=True)
+    (workdir / "infra" / "sandbox-stack.json").write_text(
+        json.dumps({"region": REGION, "name": "demo", "seconds": 6})
+    )
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stand_in = bin_dir / "terraform"
+    stand_in.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from controller.sandbox_terraform import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    stand_in.chmod(0o755)
     return workdir
 
 
@@ -69,6 +91,7 @@ async def run_sandbox(args: argparse.Namespace) -> int:
     log.info("starting the local AWS emulator", endpoint=emulator.endpoint)
     await asyncio.to_thread(emulator.start)
     os.environ.update(emulator.environ(REGION))
+    os.environ["PATH"] = f"{workdir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     simulator_aws = AwsClients(ControllerMetrics(), REGION)
     controller_aws: AwsClients | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -76,12 +99,16 @@ async def run_sandbox(args: argparse.Namespace) -> int:
         (stack,) = await create_demo_stack(simulator_aws, REGION)
         desired_path = workdir / "desired_state.yaml"
         text = DEMO_DESIRED_STATE.format(
-            region=REGION, cluster=stack.cluster, service=stack.service
+            region=REGION,
+            cluster=stack.cluster,
+            service=stack.service,
+            terraform_workdir=workdir / "infra",
         )
         await asyncio.to_thread(desired_path.write_text, text)
         settings = Settings(
             desired_state=str(desired_path),
             state_store=f"file://{workdir / 'state.json'}",
+            runs_dir=str(workdir / "runs"),
             **{k: v for k, v in settings_flags.items() if v is not None},
         )
         metrics = ControllerMetrics()
@@ -110,6 +137,8 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             status=f"http://{settings.http_host}:{port}/status",
             emulator=emulator.endpoint,
             story="traffic -> 30 s of silence -> scale to zero -> a request gets 503 -> wake",
+            try_this=f"edit {desired_path}: power: off destroys the demo stack, power: on "
+            "recreates it",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -117,7 +146,11 @@ async def run_sandbox(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        tasks.append(asyncio.create_task(run_simulator(simulator_aws, stack, clock)))
+        tasks.append(
+            asyncio.create_task(
+                run_simulator(simulator_aws, REGION, stack.cluster, stack.service, clock)
+            )
+        )
         try:
             await controller.run(stop)
         finally:

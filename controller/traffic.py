@@ -2,7 +2,8 @@
 
 Like a real ALB: a request to an awake service counts in `RequestCount` (LoadBalancer and
 TargetGroup dimensions); a request while the service is at zero is answered 503 and counts only
-in `HTTPCode_ELB_503_Count` (LoadBalancer dimension).
+in `HTTPCode_ELB_503_Count` (LoadBalancer dimension). While the demo stack is powered off there
+is no ALB at all, and no visitor.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import structlog
 
 from controller.aws import AwsClients
 from controller.clock import Clock
-from controller.demo_stack import DemoStack
+from controller.demo_stack import DemoStack, find_demo_stack
 
 log = structlog.get_logger("infra_controller.sandbox.traffic")
 
 
-async def send_requests(aws: AwsClients, stack: DemoStack, count: int, at: datetime) -> bool:
-    """Record `count` requests at `at`; returns True if served, False if answered 503."""
+async def _awake(aws: AwsClients, stack: DemoStack) -> bool:
     services = await aws.call(
         "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
     )
-    awake = bool(services["services"]) and services["services"][0]["desiredCount"] > 0
+    return bool(services["services"]) and services["services"][0]["desiredCount"] > 0
+
+
+async def send_requests(aws: AwsClients, stack: DemoStack, count: int, at: datetime) -> bool:
+    """Record `count` requests at `at`; returns True if served, False if answered 503."""
+    awake = await _awake(aws, stack)
     if awake:
         datum = {
             "MetricName": "RequestCount",
@@ -51,7 +56,9 @@ async def send_requests(aws: AwsClients, stack: DemoStack, count: int, at: datet
 
 async def simulate_visitors(
     aws: AwsClients,
-    stack: DemoStack,
+    region: str,
+    cluster: str,
+    service: str,
     clock: Clock,
     busy_seconds: float = 20.0,
     tick_seconds: float = 5.0,
@@ -60,7 +67,16 @@ async def simulate_visitors(
     """Cycle: a busy spell, silence until the controller scales the service to zero, then one
     visitor who gets a 503 (the wake signal), then busy again once the service is back."""
     rng = rng or random.Random()
+    powered_off_reported = False
     while True:
+        stack = await find_demo_stack(aws, region, cluster, service)
+        if stack is None:
+            if not powered_off_reported:
+                log.info("the demo stack does not exist (powered off): no visitors")
+                powered_off_reported = True
+            await clock.sleep(tick_seconds)
+            continue
+        powered_off_reported = False
         log.info("visitors arrive", seconds=busy_seconds)
         elapsed = 0.0
         while elapsed < busy_seconds:
@@ -70,28 +86,31 @@ async def simulate_visitors(
             await clock.sleep(tick_seconds)
             elapsed += tick_seconds
         log.info("visitors leave: no traffic until the service is scaled to zero")
-        while await _awake(aws, stack):
+        while await find_demo_stack(aws, region, cluster, service) == stack and await _awake(
+            aws, stack
+        ):
             await clock.sleep(tick_seconds)
+        if await find_demo_stack(aws, region, cluster, service) != stack:
+            continue  # powered off (or recreated) meanwhile
         await clock.sleep(tick_seconds * 2)
         log.info("a visitor arrives while the service is at zero")
         await send_requests(aws, stack, 1, clock.now())
         log.info("traffic", requests=1, answered="503 (service asleep: the wake signal)")
-        while not await _awake(aws, stack):
+        while await find_demo_stack(aws, region, cluster, service) == stack and not await _awake(
+            aws, stack
+        ):
             await clock.sleep(tick_seconds)
         await clock.sleep(tick_seconds)
 
 
-async def _awake(aws: AwsClients, stack: DemoStack) -> bool:
-    services = await aws.call(
-        "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
-    )
-    return bool(services["services"]) and services["services"][0]["desiredCount"] > 0
-
-
-async def run_simulator(aws: AwsClients, stack: DemoStack, clock: Clock) -> None:
-    try:
-        await simulate_visitors(aws, stack, clock)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the demo's traffic must not take the controller down
-        log.error("traffic simulator stopped", error=str(exc))
+async def run_simulator(
+    aws: AwsClients, region: str, cluster: str, service: str, clock: Clock
+) -> None:
+    while True:
+        try:
+            await simulate_visitors(aws, region, cluster, service, clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the demo's traffic must not take the controller down
+            log.warning("traffic simulator error; resuming", error=str(exc))
+            await clock.sleep(5)

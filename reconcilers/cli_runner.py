@@ -167,7 +167,7 @@ class CliRunner:
                 "exit_code": code,
             },
         )
-        log.info("terraform run finished", outcome=run.status.state, detail=run.status.detail)
+        log.info("terraform process exited", outcome=run.status.state, detail=run.status.detail)
 
     async def _step(
         self, run: _Run, workdir: Path, env: dict[str, str], step: str, args: list[str]

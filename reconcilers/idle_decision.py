@@ -70,6 +70,8 @@ class Wakefulness:
     asleep_since: datetime | None = None
 
     def observe(self, service: ServiceState, now: datetime) -> Wakefulness:
+        if not service.exists:
+            return Wakefulness()  # deleted (or never created): a new service starts a new story
         if service.awake:
             return Wakefulness(awake_since=self.awake_since or now, asleep_since=None)
         # first seen asleep: the moment it fell asleep is unknown, so every 503 in the window counts

@@ -271,3 +271,61 @@ def test_run_once_on_an_unreachable_git_source_exits_2_without_credentials(tmp_p
     assert result.returncode == 2
     assert "git fetch from git+http://***@127.0.0.1" in result.stderr
     assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
+    tmp_path: Path, local_aws
+) -> None:
+    import urllib.request
+
+    port = free_port()
+    workdir = tmp_path / "sandbox"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller",
+            "sandbox",
+            "--http-addr",
+            f"127.0.0.1:{port}",
+            "--log-format",
+            "json",
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def power() -> str | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
+            return json.loads(r.read())["environments"].get("demo", {}).get("power")
+
+    def wait_for(state: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and power() != state:
+            time.sleep(0.2)
+        assert power() == state
+
+    try:
+        _wait_for_http(port, proc)
+        wait_for("RUNNING")
+        desired = workdir / "desired_state.yaml"
+        desired.write_text(desired.read_text().replace("    power: on", "    power: off"))
+        wait_for("STOPPED")
+        desired.write_text(desired.read_text().replace("    power: off", "    power: on"))
+        wait_for("RUNNING")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        logs = [
+            json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    started = [e["operation"] for e in logs if e["event"] == "terraform run started"]
+    assert started == ["destroy", "apply"]

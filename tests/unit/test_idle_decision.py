@@ -292,3 +292,8 @@ def test_scales_to_zero_only_when_no_request_in_the_last_idle_after(
         for m, v in points
     )
     assert (decision.action == "scale_to_zero") == (not recent)
+
+
+def test_a_deleted_service_forgets_its_wake_time() -> None:
+    gone = ServiceState(status="INACTIVE", desired_count=1)
+    assert Wakefulness(awake_since=NOW - timedelta(hours=1)).observe(gone, NOW) == Wakefulness()
