@@ -348,7 +348,8 @@ class Controller:
             async with asyncio.timeout_at(deadline):
                 with self.metrics.reconcile_duration.labels("observe").time():
                     observed, polled = await asyncio.gather(
-                        self.idle.observe(targets, now), self.power.poll(power_targets)
+                        self.idle.observe(targets, now),
+                        self.power.poll(power_targets, recover=not dry_run),
                     )
         except TimeoutError:
             observe_error = "observation timed out"
@@ -490,9 +491,11 @@ class Controller:
         if idle.changes_aws and not dry_run:
             await self._act_idle(target, runtime, idle, now)
 
-        result: Result = "error" if idle.unknown or power.unknown else "success"
         runtime.last_decision = idle
         runtime.last_power_decision = power
+        idle_result: Result = "error" if idle.unknown else "success"
+        power_result: Result = "error" if power.unknown else "success"
+        result: Result = "error" if "error" in (idle_result, power_result) else "success"
         unknown_reason = power.reason if power.unknown else idle.reason
         self._record(
             target.name,
@@ -501,6 +504,7 @@ class Controller:
             result,
             now,
             unknown_reason if result == "error" else None,
+            by_reconciler={"idle": idle_result, "power": power_result},
         )
         return result, idle, power
 
@@ -634,9 +638,11 @@ class Controller:
         result: Result,
         now: datetime,
         error: str | None,
+        by_reconciler: dict[str, Result] | None = None,
     ) -> None:
-        self.metrics.reconcile_total.labels(name, "idle", result).inc()
-        self.metrics.reconcile_total.labels(name, "power", result).inc()
+        """Record an environment's result; `by_reconciler` splits it between idle and power."""
+        for reconciler, outcome in (by_reconciler or {"idle": result, "power": result}).items():
+            self.metrics.reconcile_total.labels(name, reconciler, outcome).inc()
         if runtime.last_result != result:
             runtime.result_changed_at = now
         runtime.last_result = result

@@ -57,8 +57,11 @@ class PowerReconciler:
             raise RunnerError(f"no runner named {name!r}")
         return runner
 
-    async def poll(self, targets: Sequence[PowerTarget]) -> dict[str, PolledRun]:
-        """The status of every run in flight, batched per runner."""
+    async def poll(
+        self, targets: Sequence[PowerTarget], recover: bool = True
+    ) -> dict[str, PolledRun]:
+        """The status of every run in flight, batched per runner. `recover=False` (plan,
+        dry-run) never asks a runner to resume an unconfirmed start: that could start a run."""
         results: dict[str, PolledRun] = {}
         by_runner: dict[str, list[RunToPoll]] = defaultdict(list)
         for target in targets:
@@ -70,6 +73,9 @@ class PowerReconciler:
                 results[target.name] = PolledRun(None, "the terraform block was removed mid-run")
                 continue
             if run.run_id is None:
+                if not recover:
+                    results[target.name] = PolledRun(None, "a recorded run start is unconfirmed")
+                    continue
                 run = await self._recover_start(target, run)
                 if run is None:
                     results[target.name] = PolledRun(None, "the recorded run could not be found")

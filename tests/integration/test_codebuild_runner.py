@@ -194,3 +194,18 @@ def test_build_statuses_map_to_run_outcomes() -> None:
     for failed in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED"):
         status = _status({"buildStatus": failed, "currentPhase": "BUILD"})
         assert (status.state, status.detail) == ("FAILED", f"build {failed} in phase BUILD")
+
+
+async def test_plan_never_resumes_an_unconfirmed_start(
+    make_controller, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
+) -> None:
+    intent = RunInfo(
+        runner="codebuild", operation="apply", token="tok-2", started_at=datetime.now(UTC)
+    )
+    await FileStateStore(str(tmp_path / "state.json")).put(
+        "staging", EnvironmentRecord(power=PowerRecord(state="STARTING", run=intent))
+    )
+    h: Harness = make_controller(DESIRED)
+    report = await h.controller.reconcile_once(act=False, persist=False)
+    assert report.power_decisions["staging"].unknown
+    assert codebuild.starts == []
