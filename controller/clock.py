@@ -46,3 +46,10 @@ class ManualClock:
         until = self._now + timedelta(seconds=seconds)
         async with self._moved:
             await self._moved.wait_for(lambda: self._now >= until)
+
+
+def utc_iso(value: datetime | None) -> str | None:
+    """UTC as `2025-01-15T10:30:00Z` (the shape the earlier status API used)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,21 +11,22 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
+from controller import status_view
 from controller.aws import AwsClients, NoRegion
-from controller.clock import Clock
+from controller.clock import Clock, utc_iso
 from controller.desired_state import DesiredState, Environment
 from controller.desired_state_loader import Problem
 from controller.durations import format_duration
+from controller.environment_runtime import EnvironmentRuntime, Result
 from controller.metrics import ControllerMetrics
 from controller.settings import Settings
 from controller.sources import DesiredStateSource, SourceUnavailable
 from controller.state_store import (
-    EnvironmentRecord,
     StateStore,
     StateStoreError,
     StoreConflict,
@@ -42,23 +43,17 @@ from reconcilers.idle import (
 from reconcilers.idle_decision import (
     IdleDecision,
     IdleObservation,
-    ServiceState,
-    Wakefulness,
     decide,
 )
 from reconcilers.power import PolledRun, PowerReconciler, PowerTarget, with_polled_run
 from reconcilers.power_decision import (
     PowerDecision,
     PowerObservation,
-    PowerRecord,
-    PowerState,
     decide_power,
-    estimated_duration,
 )
 
 log = structlog.get_logger("infra_controller")
 
-Result = Literal["success", "error", "skipped"]
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_CAP = timedelta(minutes=15)
 # on SIGTERM: the current pass gets this long to finish, then Terraform processes this long to
@@ -73,38 +68,6 @@ def backoff_delay(failures: int, rng: random.Random) -> timedelta:
         return timedelta(0)
     base: timedelta = min(BACKOFF_BASE * 2 ** min(failures - 1, 20), BACKOFF_CAP)
     return base * rng.uniform(0.9, 1.1)
-
-
-@dataclass
-class EnvironmentRuntime:
-    """What the controller knows of one environment between passes."""
-
-    stored: EnvironmentRecord = field(default_factory=EnvironmentRecord)  # as in the store
-    wakefulness: Wakefulness = field(default_factory=Wakefulness)
-    power_record: PowerRecord = field(default_factory=PowerRecord)
-    wake_requested: bool = False
-    failures: int = 0
-    retry_at: datetime | None = None
-    service: ServiceState | None = None
-    endpoint: str | None = None
-    power: PowerState | None = None
-    # lower bound of the last request's time: the start of the first window read if none seen
-    last_request_at: datetime | None = None
-    last_decision: IdleDecision | None = None
-    last_power_decision: PowerDecision | None = None
-    last_action: dict[str, Any] | None = None
-    last_result: Result | None = None
-    last_error: str | None = None
-    last_update: datetime | None = None
-    result_changed_at: datetime | None = None
-
-    def working_record(self) -> EnvironmentRecord:
-        return replace(self.stored, wakefulness=self.wakefulness, power=self.power_record)
-
-    def adopt(self, record: EnvironmentRecord) -> None:
-        self.stored = record
-        self.wakefulness = record.wakefulness
-        self.power_record = record.power
 
 
 @dataclass
@@ -581,7 +544,7 @@ class Controller:
             "reason": power.reason,
             "run_id": run.run_id,
             "logs_url": run.logs_url,
-            "at": _iso(now),
+            "at": utc_iso(now),
         }
         log.info(
             "terraform run started",
@@ -612,7 +575,7 @@ class Controller:
             "action": idle.action,
             "reason": idle.reason,
             "desired_count": idle.desired_count,
-            "at": _iso(now),
+            "at": utc_iso(now),
         }
         if runtime.service is not None:
             runtime.service = replace(runtime.service, desired_count=idle.desired_count or 0)
@@ -802,142 +765,10 @@ class Controller:
             sleeper.cancel()
             trigger.cancel()
 
-    # ---- reporting ----
+    # ---- reporting (rendered by controller.status_view) ----
 
     def environment_status(self, name: str) -> dict[str, Any]:
-        runtime = self.environments.get(name) or EnvironmentRuntime()
-        spec = (
-            self.desired.environments[name]
-            if self.desired and name in self.desired.environments
-            else None
-        )
-        service = None
-        if spec is not None and spec.service is not None:
-            svc = runtime.service
-            seconds = (
-                round((self.clock.now() - runtime.last_request_at).total_seconds())
-                if runtime.last_request_at
-                else None
-            )
-            service = {
-                "cluster": spec.service.cluster,
-                "name": spec.service.name,
-                "desired": svc.desired_count if svc else None,
-                "running": svc.running_count if svc else None,
-                "active": svc.awake if svc else None,
-                "seconds_since_last_request": seconds,
-                "awake_since": _iso(runtime.wakefulness.awake_since),
-                "asleep_since": _iso(runtime.wakefulness.asleep_since),
-            }
-        conditions = [
-            {
-                "type": "Reconciled",
-                "status": runtime.last_result in ("success",),
-                "reason": {"success": "Succeeded", "error": "Failed", "skipped": "BackingOff"}.get(
-                    runtime.last_result or "", "Pending"
-                ),
-                "message": runtime.last_error
-                or (
-                    runtime.last_decision.reason if runtime.last_decision else "not reconciled yet"
-                ),
-                "last_transition_time": _iso(runtime.result_changed_at),
-            }
-        ]
-        if runtime.retry_at is not None:
-            conditions.append(
-                {
-                    "type": "BackingOff",
-                    "status": True,
-                    "reason": "RepeatedFailures",
-                    "message": (
-                        f"{runtime.failures} failure(s); next attempt at {_iso(runtime.retry_at)}"
-                    ),
-                    "last_transition_time": _iso(runtime.last_update),
-                }
-            )
-        if spec is not None and spec.suspend:
-            conditions.append(
-                {
-                    "type": "Suspended",
-                    "status": True,
-                    "reason": "Suspended",
-                    "message": "suspend: true",
-                    "last_transition_time": None,
-                }
-            )
-        record = runtime.power_record
-        run = record.run
-        now = self.clock.now()
-        current_run = None
-        if run is not None:
-            left = estimated_duration(record, run.operation) - (now - run.started_at)
-            current_run = {
-                "operation": run.operation,
-                "runner": run.runner,
-                "run_id": run.run_id,
-                "logs_url": run.logs_url,
-                "started_at": _iso(run.started_at),
-                "estimated_seconds_left": max(0, round(left.total_seconds())),
-            }
-        last = record.last_result
-        power_detail = {
-            "state": runtime.power,
-            "current_run": current_run,
-            "last_run": None
-            if last is None
-            else {
-                "operation": last.operation,
-                "outcome": "succeeded" if last.succeeded else "failed",
-                "finished_at": _iso(last.finished_at),
-                "duration_seconds": round(last.duration_seconds),
-                "detail": last.detail,
-                "run_id": last.run_id,
-            },
-            "failures": record.failures,
-            "retry_at": _iso(record.retry_at),
-            "reason": runtime.last_power_decision.reason if runtime.last_power_decision else None,
-            "changed_at": _iso(record.changed_at),
-        }
-        return {
-            "power": runtime.power,
-            "desired_power": spec.power if spec else None,
-            "power_detail": power_detail,
-            "current_run": current_run,
-            "run_started_at": current_run["started_at"] if current_run else None,
-            "estimated_seconds_left": (
-                current_run["estimated_seconds_left"] if current_run else None
-            ),
-            "service": service,
-            "last_decision": (
-                {"action": runtime.last_decision.action, "reason": runtime.last_decision.reason}
-                if runtime.last_decision
-                else None
-            ),
-            "last_action": runtime.last_action,
-            "conditions": conditions,
-            "endpoint": runtime.endpoint,
-            "last_update": _iso(runtime.last_update),
-            "wake_pending": runtime.wake_requested,
-        }
+        return status_view.environment_status(self, name)
 
     def status(self) -> dict[str, Any]:
-        names = sorted(self.desired.environments) if self.desired else []
-        return {
-            "revision": self.revision,
-            "attempted_revision": self.attempted_revision,
-            "desired_state_valid": bool(self.desired_state_valid),
-            "desired_state_errors": [str(p) for p in self.problems],
-            "source": self.source.description,
-            "source_error": self.source_error,
-            "last_fetch_at": _iso(self.last_fetch_at),
-            "dry_run": self.settings.dry_run,
-            "last_pass_completed_at": _iso(self.last_pass_completed_at),
-            "environments": {name: self.environment_status(name) for name in names},
-        }
-
-
-def _iso(value: datetime | None) -> str | None:
-    """UTC as `2025-01-15T10:30:00Z` (the shape the earlier status API used)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return status_view.controller_status(self)

@@ -14,6 +14,7 @@ import pytest
 
 from controller.loop import PassReport
 from tests.conftest import Harness, fake_terraform_behaviour
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +142,9 @@ async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
     first: Harness = make_controller(desired(fake_terraform))
     await first.controller.reconcile_once()
+    # restart once terraform apply runs (between init and apply a real restart would have
+    # stopped the sequence, which is the "outcome unknown" case of the runner's tests)
+    await until(lambda: runs(fake_terraform) == ["apply"])
     # a new controller process: same state store, same runs directory, nothing in memory
     restarted: Harness = make_controller(desired(fake_terraform))
     report = await restarted.controller.reconcile_once()
