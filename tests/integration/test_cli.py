@@ -313,6 +313,8 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
     try:
         _wait_for_http(port, proc)
         wait_for("RUNNING")
+        stack = workdir / "infra" / "sandbox-stack.json"  # the stand-in re-reads it every run
+        stack.write_text(json.dumps({**json.loads(stack.read_text()), "seconds": 1}))
         desired = workdir / "desired_state.yaml"
         desired.write_text(desired.read_text().replace("    power: on", "    power: off"))
         wait_for("STOPPED")

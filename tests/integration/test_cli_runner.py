@@ -202,3 +202,19 @@ async def test_a_missing_binary_refuses_to_start(tmp_path: Path) -> None:
     s = TerraformSpec.model_validate({"runner": "cli", "workdir": str(tmp_path), "binary": "tofu"})
     with pytest.raises(RunnerError, match="tofu not found on PATH"):
         await CliRunner(str(tmp_path / "runs")).start("x", s, "eu-west-3", "apply", "t")
+
+
+async def test_cancel_interrupts_the_run_exactly_once(fake_terraform: Path, tmp_path: Path) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 30})
+    runner = CliRunner(str(tmp_path / "runs"))
+    s = spec(fake_terraform)
+    started = await runner.start("staging", s, "eu-west-3", "apply", "k1")
+    await until(lambda: len(invocations(fake_terraform)) >= 2)
+    item = RunToPoll(
+        "staging", RunInfo("cli", "apply", "k1", datetime.now(UTC), started.run_id), s, "eu-west-3"
+    )
+    await runner.cancel(item)
+    await runner.cancel(item)  # asked twice, still one SIGINT: a second would abort terraform
+    status = await wait_done(runner, s, started.run_id)
+    assert status == RunStatus("FAILED", "terraform apply exited with 1")
+    assert sigints(fake_terraform) == 1
