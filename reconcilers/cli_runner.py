@@ -1,12 +1,13 @@
-"""The development Terraform runner: `terraform` (or `tofu`) as a subprocess in `workdir`.
+"""The development Terraform runner: `terraform` (or `tofu`) run locally, in `workdir`.
 
-`init -input=false`, then `apply|destroy -input=false -auto-approve -json -lock-timeout=5m` with
-`TF_IN_AUTOMATION=1`. The `-json` stream becomes structured log events (diagnostics, the change
-summary, resource progress as a heartbeat). On timeout or shutdown the process gets exactly one
-SIGINT (Terraform's graceful stop: a second one would abort it mid-write) and is waited for.
-
-Each run keeps a small file (its pid, then its outcome) in `runs_dir`, so a controller restarted
-while Terraform still runs follows that process instead of starting another.
+Each run is carried out by a small supervisor process (`terraform_supervisor`) in its own
+session: it runs `init -input=false`, then `apply|destroy -input=false -auto-approve -json
+-lock-timeout=5m` with `TF_IN_AUTOMATION=1`, writes Terraform's output to a log file and records
+the outcome in a run file, both in `runs_dir`. So a run and its outcome survive the controller
+(a restart, a crash, `run --once`), and a restarted controller follows the run it finds instead
+of starting another. The controller turns the `-json` log into structured log events
+(diagnostics, the change summary, resource progress as a heartbeat). On timeout or shutdown
+Terraform gets exactly one SIGINT (its graceful stop; a second one would abort it mid-write).
 """
 
 from __future__ import annotations
@@ -17,44 +18,24 @@ import json
 import os
 import shutil
 import signal
-import tempfile
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from controller.desired_state import TerraformSpec
+from reconcilers import terraform_supervisor
 from reconcilers.power_decision import Operation, RunStatus
 from reconcilers.terraform_runner import RunnerError, RunToPoll, StartedRun
 
 log = structlog.get_logger("infra_controller.terraform")
 PROGRESS_LOG_EVERY = 30.0
-
-
-@dataclass
-class _Run:
-    run_id: str
-    environment: str
-    operation: Operation
-    file: Path
-    binary: str
-    process: asyncio.subprocess.Process | None = None
-    step: str = "init"
-    status: RunStatus = field(default_factory=lambda: RunStatus("IN_PROGRESS", "starting"))
-    interrupted: bool = False
-    last_progress_log: float = 0.0
-    task: asyncio.Task[None] | None = None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".run-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(temp, path)
+FINAL = ("SUCCEEDED", "FAILED")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -65,7 +46,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _process_alive(pid: int, binary: str) -> bool:
+def _supervisor_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +57,14 @@ def _process_alive(pid: int, binary: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
-    return binary.encode() in cmdline
+    return b"terraform_supervisor" in cmdline
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _resolve(spec: TerraformSpec) -> tuple[str, Path]:
@@ -90,149 +78,160 @@ def _resolve(spec: TerraformSpec) -> tuple[str, Path]:
     return binary, workdir
 
 
+@dataclass
+class _Followed:
+    """A run whose log this controller turns into log events."""
+
+    run_id: str
+    environment: str
+    operation: str
+    run_file: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None  # when this controller started it
+    offset: int = 0
+    partial: bytes = b""
+    last_progress_log: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
 class CliRunner:
     name = "cli"
 
-    def __init__(self, runs_dir: str) -> None:
+    def __init__(self, runs_dir: str, follow_seconds: float = 0.25) -> None:
         self.runs_dir = Path(runs_dir)
-        self._runs: dict[str, _Run] = {}
+        self.follow_seconds = follow_seconds
+        self._followed: dict[str, _Followed] = {}
 
-    def _file(self, run_id: str) -> Path:
-        return self.runs_dir / f"{run_id.removeprefix('cli:')}.json"
+    def _files(self, run_id: str) -> tuple[Path, Path]:
+        stem = run_id.removeprefix("cli:")
+        return self.runs_dir / f"{stem}.json", self.runs_dir / f"{stem}.log"
 
     async def start(
         self, environment: str, spec: TerraformSpec, region: str, operation: Operation, token: str
     ) -> StartedRun:
         run_id = f"cli:{token}"
-        if run_id in self._runs or await asyncio.to_thread(self._file(run_id).exists):
+        run_file, log_file = self._files(run_id)
+        if run_id in self._followed or await asyncio.to_thread(run_file.exists):
             return StartedRun(run_id)  # the same token: the run already exists
         binary, workdir = await asyncio.to_thread(_resolve, spec)
-        run = _Run(run_id, environment, operation, self._file(run_id), binary)
-        await asyncio.to_thread(
-            _write_json,
-            run.file,
-            {
-                "environment": environment,
-                "operation": operation,
-                "binary": binary,
-                "step": "init",
-                "pid": None,
-            },
+        process = await asyncio.to_thread(
+            self._spawn,
+            run_file,
+            log_file,
+            workdir,
+            binary,
+            operation,
+            spec.timeout.total_seconds(),
         )
-        self._runs[run_id] = run
-        run.task = asyncio.create_task(self._execute(run, workdir, spec, operation))
+        followed = _Followed(run_id, environment, operation, run_file, log_file, process)
+        self._follow(followed)
         return StartedRun(run_id)
 
-    async def _execute(
-        self, run: _Run, workdir: Path, spec: TerraformSpec, operation: Operation
-    ) -> None:
+    def _spawn(
+        self,
+        run_file: Path,
+        log_file: Path,
+        workdir: Path,
+        binary: str,
+        operation: str,
+        timeout: float,
+    ) -> subprocess.Popen[bytes]:
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.touch()
+        # recorded before the process exists, so a poll never finds no trace of the run
+        terraform_supervisor.write_json(
+            run_file,
+            {
+                "state": "IN_PROGRESS",
+                "step": "starting",
+                "supervisor_pid": None,
+                "operation": operation,
+                "binary": binary,
+            },
+        )
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                terraform_supervisor.__file__,
+                str(run_file),
+                str(log_file),
+                str(workdir),
+                binary,
+                operation,
+                str(timeout),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # neither a Ctrl-C on the controller nor its exit reach it
+        )
+        data = _read_json(run_file) or {}
+        if data.get("supervisor_pid") is None:
+            terraform_supervisor.write_json(run_file, {**data, "supervisor_pid": process.pid})
+        return process
+
+    def _follow(self, followed: _Followed) -> None:
+        self._followed[followed.run_id] = followed
+        followed.task = asyncio.create_task(self._tail(followed))
+
+    async def _tail(self, followed: _Followed) -> None:
         # the run outlives the pass that started it: its log lines carry the run, not the pass
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
-            environment=run.environment, run_id=run.run_id, operation=operation
+            environment=followed.environment,
+            run_id=followed.run_id,
+            operation=followed.operation,
         )
-        env = {**os.environ, "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
-        code: int | None = None
         try:
-            async with asyncio.timeout(spec.timeout.total_seconds()):
-                code = await self._step(run, workdir, env, "init", ["init", "-input=false"])
-                if code == 0:
-                    code = await self._step(
-                        run,
-                        workdir,
-                        env,
-                        operation,
-                        [operation, "-input=false", "-auto-approve", "-json", "-lock-timeout=5m"],
+            while True:
+                finished = await asyncio.to_thread(self._finished, followed)
+                for line in await asyncio.to_thread(self._new_lines, followed):
+                    self._log_line(followed, line)
+                if finished:
+                    data = _read_json(followed.run_file) or {}
+                    log.info(
+                        "terraform process exited",
+                        outcome=data.get("state"),
+                        detail=data.get("detail"),
                     )
-            if code == 0:
-                run.status = RunStatus("SUCCEEDED", f"terraform {operation} succeeded")
-            else:
-                run.status = RunStatus("FAILED", f"terraform {run.step} exited with {code}")
-        except TimeoutError:
-            log.error("terraform run timed out: interrupting it", timeout=str(spec.timeout))
-            code = await self._interrupt_and_wait(run)
-            run.status = RunStatus("FAILED", f"timed out after {spec.timeout} (exit {code})")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            run.status = RunStatus("FAILED", f"terraform could not run: {exc}")
-        await asyncio.to_thread(
-            _write_json,
-            run.file,
-            {
-                "environment": run.environment,
-                "operation": operation,
-                "state": run.status.state,
-                "detail": run.status.detail,
-                "exit_code": code,
-            },
-        )
-        log.info("terraform process exited", outcome=run.status.state, detail=run.status.detail)
+                    return
+                await asyncio.sleep(self.follow_seconds)
+        finally:
+            self._followed.pop(followed.run_id, None)
 
-    async def _step(
-        self, run: _Run, workdir: Path, env: dict[str, str], step: str, args: list[str]
-    ) -> int:
-        run.step = step
-        process = await asyncio.create_subprocess_exec(
-            run.binary,
-            *args,
-            cwd=workdir,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C on the controller's terminal must not reach it
-        )
-        run.process = process
-        await asyncio.to_thread(
-            _write_json,
-            run.file,
-            {
-                "environment": run.environment,
-                "operation": run.operation,
-                "binary": run.binary,
-                "step": step,
-                "pid": process.pid,
-            },
-        )
-        log.info("terraform started", step=step, pid=process.pid)
-        await self._read_output(run, process)
-        return await process.wait()
+    def _finished(self, followed: _Followed) -> bool:
+        if followed.process is not None:
+            followed.process.poll()  # reap it: no zombie
+        data = _read_json(followed.run_file) or {}
+        if data.get("state") in FINAL:
+            return True
+        pid = data.get("supervisor_pid")
+        return isinstance(pid, int) and not _supervisor_alive(pid)
 
-    async def _read_output(self, run: _Run, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        async for raw in process.stdout:
-            self._log_line(run, raw.decode(errors="replace").rstrip())
+    def _new_lines(self, followed: _Followed) -> list[str]:
+        try:
+            with open(followed.log_file, "rb") as handle:
+                handle.seek(followed.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        followed.offset += len(chunk)
+        *lines, followed.partial = (followed.partial + chunk).split(b"\n")
+        return [line.decode(errors="replace").rstrip() for line in lines]
 
-    async def _interrupt_and_wait(self, run: _Run) -> int | None:
-        process = run.process
-        if process is None or process.returncode is not None:
-            return process.returncode if process else None
-        self._interrupt(run)
-        with contextlib.suppress(ValueError, OSError):
-            await self._read_output(run, process)
-        return await process.wait()
-
-    def _interrupt(self, run: _Run) -> None:
-        """Exactly one SIGINT, whatever asks for it (a timeout, a cancel, a shutdown)."""
-        if run.interrupted or run.process is None or run.process.returncode is not None:
-            return
-        run.interrupted = True
-        log.warning("sending SIGINT to terraform", pid=run.process.pid, environment=run.environment)
-        with contextlib.suppress(ProcessLookupError):
-            run.process.send_signal(signal.SIGINT)
-
-    def _log_line(self, run: _Run, line: str) -> None:
+    def _log_line(self, followed: _Followed, line: str) -> None:
         if not line:
             return
         try:
             message = json.loads(line)
         except ValueError:
-            log.info("terraform output", step=run.step, line=line[:2000])
+            log.info("terraform output", line=line[:2000])
             return
         if not isinstance(message, dict):
             return
         kind = message.get("type")
+        hook = message.get("hook") or {}
+        resource = (hook.get("resource") or {}).get("addr")
         if kind == "diagnostic":
             diagnostic = message.get("diagnostic") or {}
             severity = diagnostic.get("severity", "error")
@@ -256,21 +255,19 @@ class CliRunner:
         elif kind == "apply_progress":
             # the heartbeat of a long apply: logged at most every 30 s
             now = time.monotonic()
-            if now - run.last_progress_log >= PROGRESS_LOG_EVERY:
-                run.last_progress_log = now
-                hook = message.get("hook") or {}
+            if now - followed.last_progress_log >= PROGRESS_LOG_EVERY:
+                followed.last_progress_log = now
                 log.info(
                     "terraform progress",
-                    resource=(hook.get("resource") or {}).get("addr"),
+                    resource=resource,
                     action=hook.get("action"),
                     elapsed_seconds=hook.get("elapsed_seconds"),
                 )
         elif kind in ("apply_complete", "apply_errored"):
-            hook = message.get("hook") or {}
             emit = log.info if kind == "apply_complete" else log.error
             emit(
                 f"terraform {kind.replace('_', ' ')}",
-                resource=(hook.get("resource") or {}).get("addr"),
+                resource=resource,
                 action=hook.get("action"),
                 elapsed_seconds=hook.get("elapsed_seconds"),
             )
@@ -283,41 +280,50 @@ class CliRunner:
             run_id = item.run.run_id
             if run_id is None:
                 continue
-            known = self._runs.get(run_id)
-            if known is not None:
-                statuses[item.environment] = known.status
-                if known.status.state != "IN_PROGRESS":
-                    self._runs.pop(run_id, None)
-                continue
-            statuses[item.environment] = await asyncio.to_thread(self._recover, run_id)
+            run_file, log_file = self._files(run_id)
+            status = await asyncio.to_thread(self._status, run_file)
+            if status.state == "IN_PROGRESS" and run_id not in self._followed:
+                # a run started before a restart: follow its log from here on
+                followed = _Followed(
+                    run_id, item.environment, item.run.operation, run_file, log_file
+                )
+                # from its current end: what happened meanwhile was logged by the previous one
+                followed.offset = await asyncio.to_thread(_size, log_file)
+                self._follow(followed)
+            statuses[item.environment] = status
         return statuses
 
-    def _recover(self, run_id: str) -> RunStatus:
-        """A run this process did not start: the controller restarted while it ran."""
-        data = _read_json(self._file(run_id))
+    def _status(self, run_file: Path) -> RunStatus:
+        data = _read_json(run_file)
         if data is None:
             return RunStatus("FAILED", "no record of the run: its outcome is unknown")
-        if data.get("state") in ("SUCCEEDED", "FAILED"):
+        if data.get("state") in FINAL:
             return RunStatus(data["state"], str(data.get("detail", "")))
-        pid = data.get("pid")
-        if isinstance(pid, int) and _process_alive(pid, str(data.get("binary", "terraform"))):
-            return RunStatus(
-                "IN_PROGRESS", f"following terraform pid {pid} started before a restart"
-            )
-        return RunStatus("FAILED", "terraform ended while the controller was down; outcome unknown")
+        pid = data.get("supervisor_pid")
+        if isinstance(pid, int) and _supervisor_alive(pid):
+            return RunStatus("IN_PROGRESS", f"terraform {data.get('step', '')} running")
+        return RunStatus("FAILED", "the run's process ended without an outcome: unknown")
+
+    def _interrupt(self, run_id: str) -> None:
+        """Ask the supervisor to stop the run: it sends Terraform exactly one SIGINT."""
+        data = _read_json(self._files(run_id)[0]) or {}
+        pid = data.get("supervisor_pid")
+        if isinstance(pid, int) and data.get("state") not in FINAL and _supervisor_alive(pid):
+            log.warning("interrupting terraform", run_id=run_id, supervisor_pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
 
     async def cancel(self, run: RunToPoll) -> None:
-        known = self._runs.get(run.run.run_id or "")
-        if known is not None:
-            self._interrupt(known)
+        if run.run.run_id:
+            await asyncio.to_thread(self._interrupt, run.run.run_id)
 
     async def close(self, grace_seconds: float) -> None:
-        """Interrupt running processes once and give them `grace_seconds`; a process still
-        running after that goes on by itself, and the next controller follows it."""
-        running = [r for r in self._runs.values() if r.task is not None and not r.task.done()]
-        for run in running:
-            self._interrupt(run)
-        tasks = [r.task for r in running if r.task is not None]
+        """On shutdown: one SIGINT to each run in flight, then `grace_seconds` to see it end.
+        A run still stopping after that ends by itself and records its outcome."""
+        running = [f for f in self._followed.values() if f.task is not None and not f.task.done()]
+        for followed in running:
+            await asyncio.to_thread(self._interrupt, followed.run_id)
+        tasks = [f.task for f in running if f.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=grace_seconds)
         for task in tasks:

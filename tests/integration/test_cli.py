@@ -331,3 +331,32 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
             proc.wait()
     started = [e["operation"] for e in logs if e["event"] == "terraform run started"]
     assert started == ["destroy", "apply"]
+
+
+def test_run_once_leaves_a_cli_run_going_and_the_next_pass_reads_its_outcome(
+    tmp_path: Path, fake_terraform: Path, aws_env
+) -> None:
+    from tests.conftest import fake_terraform_behaviour
+
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1})
+    (tmp_path / "desired_state.yaml").write_text(
+        "version: 1\nenvironments:\n  staging:\n    power: on\n"
+        f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
+    )
+    first = cli("run", "--once", "--output", "json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["environments"]["staging"]["power"] == "STARTING"
+    run_files = lambda: list((tmp_path / ".infra-controller-runs").glob("*.json"))  # noqa: E731
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (
+        run_files() and json.loads(run_files()[0].read_text()).get("state") == "SUCCEEDED"
+    ):
+        time.sleep(0.1)
+    second = cli("run", "--once", "--output", "json", cwd=tmp_path)
+    assert json.loads(second.stdout)["environments"]["staging"]["power"] == "RUNNING"
+    applies = [
+        line
+        for line in (fake_terraform / "invocations.log").read_text().splitlines()
+        if '"apply"' in line
+    ]
+    assert len(applies) == 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +79,7 @@ async def test_successful_apply_runs_init_then_apply_with_the_automation_flags(
     runner = CliRunner(str(tmp_path / "runs"))
     status = await start_and_wait(runner, spec(fake_terraform))
     assert status == RunStatus("SUCCEEDED", "terraform apply succeeded")
+    await runner.close(grace_seconds=5)  # the log follower has read everything
     calls = invocations(fake_terraform)
     assert [c["argv"] for c in calls] == [
         ["init", "-input=false"],
@@ -101,8 +104,10 @@ async def test_failed_apply_is_a_failure_and_its_diagnostic_is_logged(
     fake_terraform: Path, tmp_path: Path, logs: io.StringIO
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
-    status = await start_and_wait(CliRunner(str(tmp_path / "runs")), spec(fake_terraform))
+    runner = CliRunner(str(tmp_path / "runs"))
+    status = await start_and_wait(runner, spec(fake_terraform))
     assert status == RunStatus("FAILED", "terraform apply exited with 1")
+    await runner.close(grace_seconds=5)
     diagnostics = [
         json.loads(line)
         for line in logs.getvalue().splitlines()
@@ -172,30 +177,40 @@ async def test_a_restarted_controller_follows_the_running_process_then_reads_its
         "eu-west-3",
     )
     following = (await restarted.poll([item]))["staging"]
-    assert following.state == "IN_PROGRESS"
-    assert "following terraform pid" in following.detail
+    assert following == RunStatus("IN_PROGRESS", "terraform apply running")
     assert (await wait_done(restarted, spec(fake_terraform), started.run_id)).state == "SUCCEEDED"
     assert [c["argv"][0] for c in invocations(fake_terraform)] == ["init", "apply"]
 
 
-async def test_a_run_that_ended_unrecorded_while_down_has_an_unknown_outcome(
+async def test_the_outcome_is_recorded_even_when_the_controller_is_gone(
     fake_terraform: Path, tmp_path: Path
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.3})
-    crashed = CliRunner(str(tmp_path / "runs"))
-    started = await crashed.start("staging", spec(fake_terraform), "eu-west-3", "apply", "c1")
+    gone = CliRunner(str(tmp_path / "runs"))
+    started = await gone.start("staging", spec(fake_terraform), "eu-west-3", "apply", "c1")
     await until(lambda: len(invocations(fake_terraform)) >= 2)
-    task = crashed._runs[started.run_id].task
-    assert task is not None
-    task.cancel()  # the controller dies without recording the outcome
-    await asyncio.gather(task, return_exceptions=True)
-    await asyncio.sleep(0.6)
+    for followed in gone._followed.values():  # the controller dies: nothing follows the run
+        assert followed.task is not None
+        followed.task.cancel()
+    later = CliRunner(str(tmp_path / "runs"))
+    assert (await wait_done(later, spec(fake_terraform), started.run_id)).state == "SUCCEEDED"
+
+
+async def test_a_run_whose_process_died_has_an_unknown_outcome(
+    fake_terraform: Path, tmp_path: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 30})
+    runner = CliRunner(str(tmp_path / "runs"))
+    started = await runner.start("staging", spec(fake_terraform), "eu-west-3", "apply", "d1")
+    await until(lambda: len(invocations(fake_terraform)) >= 2)
+    record = json.loads((tmp_path / "runs" / "d1.json").read_text())
+    os.kill(record["supervisor_pid"], signal.SIGKILL)  # e.g. the host was restarted
+    os.kill(record["pid"], signal.SIGKILL)
     status = await wait_done(
         CliRunner(str(tmp_path / "runs")), spec(fake_terraform), started.run_id
     )
-    assert status == RunStatus(
-        "FAILED", "terraform ended while the controller was down; outcome unknown"
-    )
+    assert status == RunStatus("FAILED", "the run's process ended without an outcome: unknown")
+    await runner.close(grace_seconds=1)
 
 
 async def test_a_missing_binary_refuses_to_start(tmp_path: Path) -> None:
