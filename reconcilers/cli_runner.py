@@ -36,6 +36,8 @@ from reconcilers.terraform_runner import RunnerError, RunToPoll, StartedRun
 log = structlog.get_logger("infra_controller.terraform")
 PROGRESS_LOG_EVERY = 30.0
 FINAL = ("SUCCEEDED", "FAILED")
+# a run recorded but whose supervisor has not written yet is starting, for at most this long
+STARTING_GRACE = 60.0
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -138,7 +140,8 @@ class CliRunner:
     ) -> subprocess.Popen[bytes]:
         run_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.touch()
-        # recorded before the process exists, so a poll never finds no trace of the run
+        # recorded before the process exists, so a poll never finds no trace of the run; from
+        # its start on, only the supervisor writes this file (no lost update)
         terraform_supervisor.write_json(
             run_file,
             {
@@ -147,9 +150,10 @@ class CliRunner:
                 "supervisor_pid": None,
                 "operation": operation,
                 "binary": binary,
+                "created_at": time.time(),
             },
         )
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable,
                 terraform_supervisor.__file__,
@@ -165,10 +169,6 @@ class CliRunner:
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # neither a Ctrl-C on the controller nor its exit reach it
         )
-        data = _read_json(run_file) or {}
-        if data.get("supervisor_pid") is None:
-            terraform_supervisor.write_json(run_file, {**data, "supervisor_pid": process.pid})
-        return process
 
     def _follow(self, followed: _Followed) -> None:
         self._followed[followed.run_id] = followed
@@ -202,11 +202,7 @@ class CliRunner:
     def _finished(self, followed: _Followed) -> bool:
         if followed.process is not None:
             followed.process.poll()  # reap it: no zombie
-        data = _read_json(followed.run_file) or {}
-        if data.get("state") in FINAL:
-            return True
-        pid = data.get("supervisor_pid")
-        return isinstance(pid, int) and not _supervisor_alive(pid)
+        return self._status(followed.run_file).state in FINAL
 
     def _new_lines(self, followed: _Followed) -> list[str]:
         try:
@@ -302,6 +298,9 @@ class CliRunner:
         pid = data.get("supervisor_pid")
         if isinstance(pid, int) and _supervisor_alive(pid):
             return RunStatus("IN_PROGRESS", f"terraform {data.get('step', '')} running")
+        created = data.get("created_at")
+        if pid is None and isinstance(created, float) and time.time() - created < STARTING_GRACE:
+            return RunStatus("IN_PROGRESS", "terraform starting")
         return RunStatus("FAILED", "the run's process ended without an outcome: unknown")
 
     def _interrupt(self, run_id: str) -> None:
