@@ -145,16 +145,34 @@ def test_plan_exits_0_when_nothing_is_to_do(tmp_path: Path, stack: DemoStack) ->
     assert "demo: none (awake for 0s" in result.stdout
 
 
+def _spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`infra-controller ARGS` as a long-running process; its logs (stderr) are kept."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _start_daemon(
     tmp_path: Path, port: int, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "controller", "run", "--http-addr", f"127.0.0.1:{port}", *extra],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return _spawn(tmp_path, "run", "--http-addr", f"127.0.0.1:{port}", *extra, env=env)
+
+
+def _start_sandbox(tmp_path: Path, port: int, workdir: Path) -> subprocess.Popen[str]:
+    return _spawn(
+        tmp_path,
+        "sandbox",
+        "--http-addr",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+        "--workdir",
+        str(workdir),
     )
 
 
@@ -203,25 +221,7 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
 
 def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "sandbox",
-            "--http-addr",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            "--workdir",
-            str(tmp_path / "sandbox"),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_sandbox(tmp_path, port, tmp_path / "sandbox")
     try:
         _wait_for_http(port, proc)
         import urllib.request
@@ -280,25 +280,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
 
     port = free_port()
     workdir = tmp_path / "sandbox"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller",
-            "sandbox",
-            "--http-addr",
-            f"127.0.0.1:{port}",
-            "--log-format",
-            "json",
-            "--workdir",
-            str(workdir),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_sandbox(tmp_path, port, workdir)
 
     def power() -> str | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
