@@ -138,24 +138,22 @@ async def _controller(settings: Settings) -> Controller:
 
 
 def _report_json(report: PassReport) -> str:
+    environments: dict[str, dict[str, Any]] = {}
+    for name, result in sorted(report.results.items()):
+        action, reason = report.summary(name) if result != "skipped" else (None, None)
+        power = report.power_decisions.get(name)
+        environments[name] = {
+            "result": result,
+            "action": action,
+            "reason": reason,
+            "power": power.state if power else None,
+        }
     return json.dumps(
         {
             "reconcile_id": report.reconcile_id,
             "revision": report.revision,
             "desired_state_valid": report.desired_state_valid,
-            "environments": {
-                name: {
-                    "result": result,
-                    "action": report.summary(name)[0] if result != "skipped" else None,
-                    "reason": report.summary(name)[1] if result != "skipped" else None,
-                    "power": (
-                        report.power_decisions[name].state
-                        if name in report.power_decisions
-                        else None
-                    ),
-                }
-                for name, result in sorted(report.results.items())
-            },
+            "environments": environments,
         },
         indent=2,
     )
