@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,6 +177,14 @@ def _start_sandbox(tmp_path: Path, port: int, workdir: Path) -> subprocess.Popen
     )
 
 
+def _interrupt_and_read_logs(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """Ctrl-C the process, check it exits 0 in time, and return its JSON log lines."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
+    assert proc.stderr is not None
+    return [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
+
+
 def _wait_for_http(port: int, proc: subprocess.Popen[str]) -> None:
     import urllib.request
 
@@ -236,11 +245,7 @@ def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws) -> None:
             'infra_controller_reconcile_total{environment="demo",reconciler="idle",result="success"}'
             in body
         )
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
-        logs = [
-            json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
-        ]
+        logs = _interrupt_and_read_logs(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -302,11 +307,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
         wait_for("STOPPED")
         desired.write_text(desired.read_text().replace("    power: off", "    power: on"))
         wait_for("RUNNING")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0
-        logs = [
-            json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
-        ]
+        logs = _interrupt_and_read_logs(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
