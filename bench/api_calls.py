@@ -16,16 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.aws import AwsClients
-from controller.clock import ManualClock
-from controller.demo_stack import create_demo_stack
-from controller.emulator import LocalAws
+from controller.core.aws import AwsClients
+from controller.core.clock import ManualClock
+from controller.core.settings import Settings
+from controller.engine.metrics import ControllerMetrics
 from controller.logging_setup import configure_logging
-from controller.loop import Controller
-from controller.metrics import ControllerMetrics
-from controller.settings import Settings
-from controller.sources import FileSource
-from controller.state_store import FileStateStore
+from controller.sandbox.demo_stack import create_demo_stack
+from controller.sandbox.emulator import LocalAws
+from controller.wiring import build_controller
 
 REGION = "eu-west-3"
 
@@ -42,7 +40,7 @@ def calls(metrics: ControllerMetrics) -> dict[str, int]:
 
 
 async def one_pass(environments: int, workdir: Path, batched: bool) -> tuple[dict[str, int], float]:
-    seed = AwsClients(ControllerMetrics(), REGION)
+    seed = AwsClients(REGION)
     stacks = await create_demo_stack(
         seed, REGION, name=f"b{environments}{int(batched)}", services=environments
     )
@@ -58,24 +56,17 @@ async def one_pass(environments: int, workdir: Path, batched: bool) -> tuple[dic
     for index, group in enumerate(groups):
         path = workdir / f"ds-{environments}-{batched}-{index}.yaml"
         path.write_text("version: 1\nenvironments:\n" + "".join(group))
-        metrics = ControllerMetrics()
-        aws = AwsClients(metrics, REGION)
-        controller = Controller(
-            Settings(desired_state=str(path)),
-            FileSource(str(path)),
-            aws,
-            FileStateStore(str(workdir / f"state-{environments}-{batched}-{index}.json")),
-            ManualClock(),
-            metrics,
-        )
+        state = workdir / f"state-{environments}-{batched}-{index}.json"
+        settings = Settings(desired_state=str(path), state_store=f"file://{state}")
+        controller = build_controller(settings, clock=ManualClock())
         await controller.reconcile_once()  # warm-up: clients created, service first seen
-        before = calls(metrics)
+        before = calls(controller.metrics)
         start = time.perf_counter()
         await controller.reconcile_once()
         elapsed += time.perf_counter() - start
-        for op, n in calls(metrics).items():
+        for op, n in calls(controller.metrics).items():
             totals[op] = totals.get(op, 0) + n - before.get(op, 0)
-        await aws.close()
+        await controller.close()
     return totals, elapsed
 
 

@@ -1,4 +1,5 @@
-"""`infra-controller`: run, plan, validate, schema, status, wake, sandbox (contract section 2)."""
+"""`infra-controller`: run, plan, validate, schema, sandbox, and the commands that talk to a
+running controller (status, wake, reconcile: `controller.cli_remote`). Contract section 2."""
 
 from __future__ import annotations
 
@@ -10,21 +11,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 from pydantic import ValidationError
 
-from controller import __version__
-from controller.aws import AwsClients
-from controller.clock import SystemClock
-from controller.desired_state import DesiredState
-from controller.desired_state_loader import InvalidDesiredState, Problem
+from controller import __version__, cli_remote
+from controller.core.desired_state import DesiredState
+from controller.core.settings import Settings
+from controller.core.state_store import StateStoreError
+from controller.desired.file_source import read_desired_state_file
+from controller.desired.loader import InvalidDesiredState, Problem
+from controller.engine.controller import Controller
+from controller.engine.passes import PassReport
 from controller.http_api import start_http_server
 from controller.logging_setup import configure_logging
-from controller.loop import Controller, PassReport
-from controller.metrics import ControllerMetrics
-from controller.settings import Settings
-from controller.sources import open_source, read_desired_state_file
-from controller.state_store import StateStoreError, open_state_store
+from controller.wiring import build_controller
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -68,16 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the JSON Schema of the desired-state file")
 
-    for name, help_text in (
-        ("status", "print every environment's state from a running controller"),
-        ("wake", "scale an environment's service up now, through a running controller"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        if name == "wake":
-            sub.add_argument("environment")
-            sub.add_argument("--token", help="API token (CONTROLLER_API_TOKEN)")
-        sub.add_argument("--url", help="controller base URL (default from CONTROLLER_HTTP_ADDR)")
-        sub.add_argument("--output", choices=["text", "json"], default="text")
+    cli_remote.add_remote_commands(commands)
 
     sandbox = commands.add_parser(
         "sandbox", help="local AWS emulator + demo environment + simulated traffic + the controller"
@@ -124,29 +114,16 @@ def _settings_or_exit(args: argparse.Namespace) -> Settings | int:
         return EXIT_INVALID
 
 
-async def _controller(settings: Settings) -> Controller:
-    metrics = ControllerMetrics()
-    aws = AwsClients(metrics, settings.aws_region)
-    return Controller(
-        settings=settings,
-        source=open_source(settings.desired_state, settings),
-        aws=aws,
-        store=open_state_store(settings.state_store, aws),
-        clock=SystemClock(),
-        metrics=metrics,
-    )
-
-
 def _report_json(report: PassReport) -> str:
     environments: dict[str, dict[str, Any]] = {}
-    for name, result in sorted(report.results.items()):
-        action, reason = report.summary(name) if result != "skipped" else (None, None)
-        power = report.power_decisions.get(name)
+    for name, outcome in sorted(report.environments.items()):
+        skipped = outcome.result == "skipped"
+        action, reason = outcome.summary() if not skipped else (None, None)
         environments[name] = {
-            "result": result,
+            "result": outcome.result,
             "action": action,
             "reason": reason,
-            "power": power.state if power else None,
+            "power": outcome.facts.power_state,
         }
     return json.dumps(
         {
@@ -161,18 +138,18 @@ def _report_json(report: PassReport) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        controller = await _controller(settings)
+        controller = build_controller(settings)
     except (ValueError, StateStoreError) as exc:
         print(f"infra-controller: {exc}", file=sys.stderr)
         return EXIT_INVALID
     try:
         # a bad file at start is refused outright; later bad revisions keep the last good one
-        await controller.load_desired_state()
-        if controller.desired is None and controller.problems:
-            print_problems(controller.problems)
+        desired = (await controller.refresh_desired_state()).desired
+        if desired.revision is None and desired.problems:
+            print_problems(desired.problems)
             return EXIT_INVALID
-        if controller.desired is None and (args.command == "plan" or args.once):
-            print(f"infra-controller: {controller.source_error}", file=sys.stderr)
+        if desired.revision is None and (args.command == "plan" or args.once):
+            print(f"infra-controller: {desired.source_error}", file=sys.stderr)
             return EXIT_INVALID
         # the daemon keeps retrying an unreachable source (with backoff), not ready until then
         if args.command == "plan":
@@ -185,8 +162,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILED if report.failed else EXIT_OK
         return await _daemon(controller, settings)
     finally:
-        await controller.aws.close()
-        controller.source.close()
+        await controller.close()
 
 
 async def _daemon(controller: Controller, settings: Settings) -> int:
@@ -231,66 +207,6 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _base_url(args: argparse.Namespace) -> str:
-    return (args.url or f"http://{Settings().http_addr}").rstrip("/")
-
-
-async def _status(args: argparse.Namespace) -> int:
-    url = _base_url(args) + "/status"
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response,
-        ):
-            body: dict[str, Any] = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        print(f"infra-controller: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if args.output == "json":
-        print(json.dumps(body, indent=2))
-        return EXIT_OK
-    print(
-        f"revision {body.get('revision')}  desired state valid: {body.get('desired_state_valid')}"
-    )
-    for name, env in sorted(body.get("environments", {}).items()):
-        service = env.get("service") or {}
-        decision = env.get("last_decision") or {}
-        counts = (
-            f"desired {service.get('desired')} running {service.get('running')}"
-            if service
-            else "no service"
-        )
-        print(f"{name:20} {env.get('power')!s:9} {counts:24} {decision.get('reason', '')}")
-    return EXIT_OK
-
-
-async def _wake(args: argparse.Namespace) -> int:
-    url = f"{_base_url(args)}/environments/{args.environment}/wake"
-    token = args.token
-    if token is None and (configured := Settings().api_token) is not None:
-        token = configured.get_secret_value()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response,
-        ):
-            text = await response.text()
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"infra-controller: cannot reach {url}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    if status == 202:
-        print(f"{args.environment}: wake accepted")
-        return EXIT_OK
-    try:
-        message = json.loads(text).get("error", text)
-    except ValueError:
-        message = text
-    print(f"infra-controller: wake refused ({status}): {message}", file=sys.stderr)
-    return EXIT_INVALID
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
@@ -298,12 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "validate":
         return _validate(args)
-    if args.command == "status":
-        return asyncio.run(_status(args))
-    if args.command == "wake":
-        return asyncio.run(_wake(args))
+    remote = {
+        "status": cli_remote.status,
+        "wake": cli_remote.wake,
+        "reconcile": cli_remote.reconcile,
+    }
+    if args.command in remote:
+        return asyncio.run(remote[args.command](args))
     if args.command == "sandbox":
-        from controller.sandbox import run_sandbox
+        from controller.sandbox.app import run_sandbox
 
         return asyncio.run(run_sandbox(args))
     settings = _settings_or_exit(args)

@@ -14,7 +14,10 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.loop import Controller
+from controller.core.clock import utc_iso
+from controller.engine.controller import Controller
+from controller.engine.passes import PassRequest
+from controller.status_view import controller_status, seed_status
 
 log = structlog.get_logger("infra_controller.http")
 
@@ -49,12 +52,9 @@ async def healthz(request: web.Request) -> web.Response:
     controller = request.app[CONTROLLER_KEY]
     if controller.healthy():
         return web.json_response({"status": "ok"})
+    last = controller.snapshot().last_pass_completed_at
     return web.json_response(
-        {
-            "status": "stale",
-            "last_pass_completed_at": controller.status()["last_pass_completed_at"],
-        },
-        status=503,
+        {"status": "stale", "last_pass_completed_at": utc_iso(last)}, status=503
     )
 
 
@@ -65,23 +65,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CONTROLLER_KEY].status())
+    controller = request.app[CONTROLLER_KEY]
+    return web.json_response(controller_status(controller.snapshot(), controller.clock.now()))
 
 
 async def environment_status(request: web.Request) -> web.Response:
     controller = request.app[CONTROLLER_KEY]
     name = request.match_info["name"]
-    if not controller.knows(name):
+    env = controller.snapshot().environments.get(name)
+    if env is None:
         return _error(404, f"unknown environment {name!r}")
-    detail: dict[str, Any] = controller.environment_status(name)
-    # the earlier infrastructure manager's shape first, then the controller's fields
-    body = {
-        "status": detail["power"],
-        "endpoint": detail["endpoint"],
-        "lastUpdate": detail["power_detail"]["changed_at"] or detail["last_update"],
-        **detail,
-    }
-    return web.json_response(body)
+    return web.json_response(seed_status(env, controller.clock.now()))
 
 
 async def wake(request: web.Request) -> web.Response:
@@ -98,12 +92,15 @@ async def wake(request: web.Request) -> web.Response:
 
 
 async def reconcile(request: web.Request) -> web.Response:
+    """A pass now; failed Terraform runs of the environment (or of all) retried at once."""
     if refused := _authorized(request):
         return refused
     controller = request.app[CONTROLLER_KEY]
-    log.info("pass requested through the API")
-    controller.request_pass(force=True)
-    return web.json_response({"message": "reconcile requested"}, status=202)
+    name = request.query.get("environment") or None
+    if controller.request_retry(name) is not None:
+        return _error(404, f"unknown environment {name!r}")
+    body: dict[str, Any] = {"message": "reconcile requested", "environment": name}
+    return web.json_response(body, status=202)
 
 
 async def git_hook(request: web.Request) -> web.Response:
@@ -123,7 +120,7 @@ async def git_hook(request: web.Request) -> web.Response:
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return _error(401, "missing or invalid X-Hub-Signature-256")
     log.info("git webhook received", delivery=request.headers.get("X-GitHub-Delivery"))
-    controller.request_pass(force=True)
+    controller.request_pass(PassRequest(fetch_now=True))
     return web.json_response({"message": "fetch and reconcile requested"}, status=202)
 
 

@@ -1,82 +1,96 @@
-"""What `/status` and `/environments/NAME/status` show: the controller's view as JSON data."""
+"""What `/status` and `/environments/NAME/status` show, rendered from the published snapshot."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
-from controller.clock import utc_iso
-from controller.environment_runtime import EnvironmentRuntime
-from reconcilers.power_decision import estimated_duration
+from controller.core.clock import utc_iso
+from controller.engine.passes import summarise
+from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
 
-if TYPE_CHECKING:
-    from controller.loop import Controller
+_RECONCILED_REASONS = {"success": "Succeeded", "error": "Failed", "skipped": "BackingOff"}
 
 
-def environment_status(controller: Controller, name: str) -> dict[str, Any]:
-    runtime = controller.environments.get(name) or EnvironmentRuntime()
-    spec = (
-        controller.desired.environments[name]
-        if controller.desired and name in controller.desired.environments
-        else None
-    )
-    service = None
-    if spec is not None and spec.service is not None:
-        svc = runtime.service
-        seconds = (
-            round((controller.clock.now() - runtime.last_request_at).total_seconds())
-            if runtime.last_request_at
-            else None
-        )
-        service = {
-            "cluster": spec.service.cluster,
-            "name": spec.service.name,
-            "desired": svc.desired_count if svc else None,
-            "running": svc.running_count if svc else None,
-            "active": svc.awake if svc else None,
-            "seconds_since_last_request": seconds,
-            "awake_since": utc_iso(runtime.wakefulness.awake_since),
-            "asleep_since": utc_iso(runtime.wakefulness.asleep_since),
-        }
-    conditions = [
-        {
-            "type": "Reconciled",
-            "status": runtime.last_result in ("success",),
-            "reason": {"success": "Succeeded", "error": "Failed", "skipped": "BackingOff"}.get(
-                runtime.last_result or "", "Pending"
-            ),
-            "message": runtime.last_error
-            or (runtime.last_decision.reason if runtime.last_decision else "not reconciled yet"),
-            "last_transition_time": utc_iso(runtime.result_changed_at),
-        }
-    ]
-    if runtime.retry_at is not None:
-        conditions.append(
-            {
-                "type": "BackingOff",
-                "status": True,
-                "reason": "RepeatedFailures",
-                "message": (
-                    f"{runtime.failures} failure(s); next attempt at {utc_iso(runtime.retry_at)}"
-                ),
-                "last_transition_time": utc_iso(runtime.last_update),
-            }
-        )
-    if spec is not None and spec.suspend:
-        conditions.append(
-            {
-                "type": "Suspended",
-                "status": True,
-                "reason": "Suspended",
-                "message": "suspend: true",
-                "last_transition_time": None,
-            }
-        )
-    record = runtime.power_record
-    run = record.run
-    now = controller.clock.now()
+def controller_status(snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+    desired = snapshot.desired
+    return {
+        "revision": desired.revision,
+        "attempted_revision": desired.attempted_revision,
+        "desired_state_valid": bool(desired.valid),
+        "desired_state_errors": [str(p) for p in desired.problems],
+        "source": desired.source,
+        "source_error": desired.source_error,
+        "last_fetch_at": utc_iso(desired.last_fetch_at),
+        "dry_run": snapshot.dry_run,
+        "last_pass_completed_at": utc_iso(snapshot.last_pass_completed_at),
+        "environments": {
+            name: environment_status(env, now) for name, env in snapshot.environments.items()
+        },
+    }
+
+
+def seed_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
+    """The earlier infrastructure manager's shape first, then the controller's fields."""
+    detail = environment_status(env, now)
+    return {
+        "status": detail["power"],
+        "endpoint": detail["endpoint"],
+        "lastUpdate": detail["power_detail"]["changed_at"] or detail["last_update"],
+        **detail,
+    }
+
+
+def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
+    power = _power(env, now)
+    action, reason = summarise(env.decisions)
+    return {
+        "power": env.record.power.state,
+        "desired_power": env.spec.power,
+        "power_detail": power,
+        "current_run": power["current_run"],
+        "run_started_at": power["current_run"]["started_at"] if power["current_run"] else None,
+        "estimated_seconds_left": (
+            power["current_run"]["estimated_seconds_left"] if power["current_run"] else None
+        ),
+        "service": _service(env, now),
+        "last_decision": {"action": action, "reason": reason} if env.decisions else None,
+        "decisions": {
+            reconciler: {"action": d.action, "reason": d.reason} for reconciler, d in env.decisions
+        },
+        "last_action": dict(env.last_action) if env.last_action else None,
+        "conditions": _conditions(env),
+        "endpoint": env.facts.endpoint,
+        "last_update": utc_iso(env.last_update),
+        "wake_pending": env.wake_pending,
+    }
+
+
+def _service(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any] | None:
+    if env.spec.service is None:
+        return None
+    service, idle = env.facts.service, env.record.idle
+    last_request = env.facts.last_request_at or idle.last_request_at
+    return {
+        "cluster": env.spec.service.cluster,
+        "name": env.spec.service.name,
+        "desired": service.desired_count if service else None,
+        "running": service.running_count if service else None,
+        "active": service.awake if service else None,
+        "seconds_since_last_request": (
+            round((now - last_request).total_seconds()) if last_request else None
+        ),
+        "awake_since": utc_iso(idle.awake_since),
+        "asleep_since": utc_iso(idle.asleep_since),
+    }
+
+
+def _power(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
+    record = env.record.power
+    run, last = record.run, record.last_result
     current_run = None
     if run is not None:
-        left = estimated_duration(record, run.operation) - (now - run.started_at)
+        left = record.estimated_duration(run.operation) - (now - run.started_at)
         current_run = {
             "operation": run.operation,
             "runner": run.runner,
@@ -85,9 +99,9 @@ def environment_status(controller: Controller, name: str) -> dict[str, Any]:
             "started_at": utc_iso(run.started_at),
             "estimated_seconds_left": max(0, round(left.total_seconds())),
         }
-    last = record.last_result
-    power_detail = {
-        "state": runtime.power,
+    decision = dict(env.decisions).get("power")
+    return {
+        "state": record.state,
         "current_run": current_run,
         "last_run": None
         if last is None
@@ -101,41 +115,51 @@ def environment_status(controller: Controller, name: str) -> dict[str, Any]:
         },
         "failures": record.failures,
         "retry_at": utc_iso(record.retry_at),
-        "reason": runtime.last_power_decision.reason if runtime.last_power_decision else None,
+        "reason": decision.reason if decision else None,
         "changed_at": utc_iso(record.changed_at),
     }
-    return {
-        "power": runtime.power,
-        "desired_power": spec.power if spec else None,
-        "power_detail": power_detail,
-        "current_run": current_run,
-        "run_started_at": current_run["started_at"] if current_run else None,
-        "estimated_seconds_left": (current_run["estimated_seconds_left"] if current_run else None),
-        "service": service,
-        "last_decision": (
-            {"action": runtime.last_decision.action, "reason": runtime.last_decision.reason}
-            if runtime.last_decision
-            else None
-        ),
-        "last_action": runtime.last_action,
-        "conditions": conditions,
-        "endpoint": runtime.endpoint,
-        "last_update": utc_iso(runtime.last_update),
-        "wake_pending": runtime.wake_requested,
-    }
 
 
-def controller_status(controller: Controller) -> dict[str, Any]:
-    names = sorted(controller.desired.environments) if controller.desired else []
-    return {
-        "revision": controller.revision,
-        "attempted_revision": controller.attempted_revision,
-        "desired_state_valid": bool(controller.desired_state_valid),
-        "desired_state_errors": [str(p) for p in controller.problems],
-        "source": controller.source.description,
-        "source_error": controller.source_error,
-        "last_fetch_at": utc_iso(controller.last_fetch_at),
-        "dry_run": controller.settings.dry_run,
-        "last_pass_completed_at": utc_iso(controller.last_pass_completed_at),
-        "environments": {name: environment_status(controller, name) for name in names},
-    }
+def _conditions(env: EnvironmentSnapshot) -> list[dict[str, Any]]:
+    _, reason = summarise(env.decisions)
+    conditions: list[dict[str, Any]] = [
+        {
+            "type": "Reconciled",
+            "status": env.result == "success",
+            "reason": _RECONCILED_REASONS.get(env.result or "", "Pending"),
+            "message": env.error or (reason if env.decisions else "not reconciled yet"),
+            "last_transition_time": utc_iso(env.result_changed_at),
+        }
+    ]
+    if env.retry_at is not None:
+        conditions.append(
+            {
+                "type": "BackingOff",
+                "status": True,
+                "reason": "RepeatedFailures",
+                "message": f"{env.failures} failure(s); next attempt at {utc_iso(env.retry_at)}",
+                "last_transition_time": utc_iso(env.last_update),
+            }
+        )
+    if env.spec.suspend:
+        conditions.append(
+            {
+                "type": "Suspended",
+                "status": True,
+                "reason": "Suspended",
+                "message": "suspend: true",
+                "last_transition_time": None,
+            }
+        )
+    for _, decision in env.decisions:
+        conditions += [
+            {
+                "type": c.type,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "last_transition_time": utc_iso(env.last_update),
+            }
+            for c in decision.conditions
+        ]
+    return conditions

@@ -1,5 +1,6 @@
 """Shared fixtures: one local AWS emulator (moto server on 127.0.0.1) for the session, reset
-before every test that uses it, and a factory for controllers with a manual clock."""
+before every test that uses it, and a factory for controllers with a manual clock, built by the
+same `build_controller` the CLI uses."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from controller.aws import AwsClients
-from controller.clock import ManualClock
-from controller.emulator import LocalAws
-from controller.loop import Controller
-from controller.metrics import ControllerMetrics
-from controller.settings import Settings
-from controller.sources import DesiredStateSource, FileSource
-from controller.state_store import FileStateStore
-from reconcilers.idle import IdleReconciler
+from controller.core.aws import AwsClients
+from controller.core.clock import ManualClock
+from controller.core.settings import Settings
+from controller.desired.source import DesiredStateSource
+from controller.engine.controller import Controller
+from controller.sandbox.emulator import LocalAws
+from controller.status_view import controller_status
+from controller.wiring import build_controller
 
 REGION = "eu-west-3"
 
@@ -49,7 +49,7 @@ def aws_env(local_aws: LocalAws) -> LocalAws:
 @pytest.fixture
 async def seed_aws(aws_env: LocalAws) -> AsyncIterator[AwsClients]:
     """A client pool for test set-up, counted apart from the controller's own."""
-    clients = AwsClients(ControllerMetrics(), REGION)
+    clients = AwsClients(REGION)
     yield clients
     await clients.close()
 
@@ -63,23 +63,29 @@ def write_desired_state(path: Path, body: str) -> Path:
 class Harness:
     controller: Controller
     clock: ManualClock
-    aws: AwsClients
     desired_path: Path
     state_path: Path
 
     def write(self, body: str) -> None:
         write_desired_state(self.desired_path, body)
 
+    def status(self) -> dict[str, Any]:
+        """What `GET /status` answers now."""
+        return controller_status(self.controller.snapshot(), self.clock.now())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the controller's registry (0 when the series does not exist yet)."""
+        value = self.controller.metrics.registry.get_sample_value(name, labels)
+        return value if value is not None else 0.0
+
     def calls(self, operation: str) -> float:
-        total = 0.0
-        for metric in self.controller.metrics.registry.collect():
-            for sample in metric.samples:
-                if (
-                    sample.name == "infra_controller_aws_api_calls_total"
-                    and sample.labels["operation"] == operation
-                ):
-                    total += sample.value
-        return total
+        return sum(
+            sample.value
+            for metric in self.controller.metrics.registry.collect()
+            for sample in metric.samples
+            if sample.name == "infra_controller_aws_api_calls_total"
+            and sample.labels["operation"] == operation
+        )
 
 
 @pytest.fixture
@@ -94,31 +100,27 @@ async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness
     ) -> Harness:
         desired_path = write_desired_state(tmp_path / "desired_state.yaml", desired)
         state_path = tmp_path / "state.json"
-        metrics = ControllerMetrics()
-        aws = AwsClients(metrics, REGION, max_attempts=max_attempts)
         clock = ManualClock()
         config = Settings(
             desired_state=str(desired_path),
-            state_store=f"file://{state_path}",
-            **{"interval": "60s", "runs_dir": str(tmp_path / "runs"), **settings},
+            **{
+                "interval": "60s",
+                "runs_dir": str(tmp_path / "runs"),
+                "state_store": f"file://{state_path}",
+                "aws_region": REGION,
+                **settings,
+            },
         )
-        controller = Controller(
-            settings=config,
-            source=source or FileSource(str(desired_path)),
-            aws=aws,
-            store=FileStateStore(str(state_path)),
-            clock=clock,
-            metrics=metrics,
-            idle=IdleReconciler(aws),
+        controller = build_controller(
+            config, clock=clock, source=source, aws_max_attempts=max_attempts
         )
-        harness = Harness(controller, clock, aws, desired_path, state_path)
+        harness = Harness(controller, clock, desired_path, state_path)
         made.append(harness)
         return harness
 
     yield make
     for harness in made:
-        await harness.controller.power.close(grace_seconds=5)
-        await harness.aws.close()
+        await harness.controller.close(stop_runs=True)
 
 
 FAKE_TERRAFORM = Path(__file__).parent / "fake_terraform.py"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from controller.aws import AwsClients
-from controller.demo_stack import DemoStack, create_demo_stack
-from controller.emulator import free_port
+from controller.core.aws import AwsClients
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.emulator import free_port
 from tests.conftest import REGION
 
 pytestmark = pytest.mark.integration

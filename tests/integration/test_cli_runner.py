@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from controller.desired_state import TerraformSpec
+from controller.core.desired_state import TerraformSpec
+from controller.core.records import RunInfo
 from controller.logging_setup import configure_logging
-from reconcilers.cli_runner import CliRunner
-from reconcilers.power_decision import RunInfo, RunStatus
-from reconcilers.terraform_runner import RunnerError, RunToPoll
+from reconcilers.terraform.cli_runner import CliRunner
+from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll
 from tests.conftest import fake_terraform_behaviour
 from tests.waiting import until
 
@@ -189,9 +189,7 @@ async def test_the_outcome_is_recorded_even_when_the_controller_is_gone(
     gone = CliRunner(str(tmp_path / "runs"))
     started = await gone.start("staging", spec(fake_terraform), "eu-west-3", "apply", "c1")
     await until(lambda: len(invocations(fake_terraform)) >= 2)
-    for followed in gone._followed.values():  # the controller dies: nothing follows the run
-        assert followed.task is not None
-        followed.task.cancel()
+    await gone.detach()  # the controller dies: nothing follows the run any more
     later = CliRunner(str(tmp_path / "runs"))
     assert (await wait_done(later, spec(fake_terraform), started.run_id)).state == "SUCCEEDED"
 

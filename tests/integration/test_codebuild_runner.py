@@ -18,12 +18,12 @@ from moto.codebuild import models as codebuild_models
 from moto.codebuild import responses as codebuild_responses
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-from controller.aws import AwsClients
-from controller.emulator import LocalAws, free_port
-from controller.metrics import ControllerMetrics
-from controller.state_store import EnvironmentRecord, FileStateStore
-from reconcilers.codebuild_runner import _status
-from reconcilers.power_decision import PowerRecord, RunInfo
+from controller.core.aws import AwsClients
+from controller.core.records import EnvironmentRecord, PowerRecord, RunInfo
+from controller.core.state_store import FileStateStore
+from controller.engine.passes import PassReport
+from controller.sandbox.emulator import LocalAws, free_port
+from reconcilers.terraform.codebuild_runner import build_status
 from tests.conftest import REGION, Harness
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,7 @@ def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBui
 
 @pytest.fixture
 async def project(codebuild: CodeBuildEmulator) -> str:
-    clients = AwsClients(ControllerMetrics(), REGION)
+    clients = AwsClients(REGION)
     await clients.call(
         "codebuild",
         "CreateProject",
@@ -112,9 +112,11 @@ async def project(codebuild: CodeBuildEmulator) -> str:
     return PROJECT
 
 
-def power(report: Any) -> tuple[str, str]:
-    decision = report.power_decisions["staging"]
-    return decision.state, decision.action
+def power(report: PassReport) -> tuple[str | None, str]:
+    return (
+        report.environments["staging"].facts.power_state,
+        report.decision("staging", "power").action,
+    )
 
 
 async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_followed(
@@ -130,7 +132,7 @@ async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_f
     }
     assert start["timeoutInMinutesOverride"] == 45
     assert start["idempotencyToken"]
-    status = h.controller.status()["environments"]["staging"]
+    status = h.status()["environments"]["staging"]
     assert status["current_run"]["run_id"] == start["build_id"]
     assert status["current_run"]["logs_url"]
     assert power(await h.controller.reconcile_once()) == ("STARTING", "none")
@@ -150,7 +152,7 @@ async def test_a_stopped_or_failed_build_is_an_error(
     codebuild.statuses[codebuild.build_ids()[0]] = outcome
     report = await h.controller.reconcile_once()
     assert power(report) == ("ERROR", "none")
-    assert f"build {outcome}" in report.power_decisions["staging"].reason
+    assert f"build {outcome}" in report.decision("staging", "power").reason
 
 
 async def test_a_restart_while_a_build_is_in_flight_follows_it(
@@ -169,7 +171,7 @@ async def test_a_start_recorded_but_not_confirmed_finds_the_same_build_by_its_to
     make_controller, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
 ) -> None:
     # the controller recorded the run and called StartBuild, then died before saving the id
-    clients = AwsClients(ControllerMetrics(), REGION)
+    clients = AwsClients(REGION)
     await clients.call(
         "codebuild", "StartBuild", REGION, projectName=PROJECT, idempotencyToken="tok-1"
     )
@@ -189,10 +191,10 @@ async def test_a_start_recorded_but_not_confirmed_finds_the_same_build_by_its_to
 
 
 def test_build_statuses_map_to_run_outcomes() -> None:
-    assert _status({"buildStatus": "IN_PROGRESS"}).state == "IN_PROGRESS"
-    assert _status({"buildStatus": "SUCCEEDED"}).state == "SUCCEEDED"
+    assert build_status({"buildStatus": "IN_PROGRESS"}).state == "IN_PROGRESS"
+    assert build_status({"buildStatus": "SUCCEEDED"}).state == "SUCCEEDED"
     for failed in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED"):
-        status = _status({"buildStatus": failed, "currentPhase": "BUILD"})
+        status = build_status({"buildStatus": failed, "currentPhase": "BUILD"})
         assert (status.state, status.detail) == ("FAILED", f"build {failed} in phase BUILD")
 
 
@@ -207,5 +209,5 @@ async def test_plan_never_resumes_an_unconfirmed_start(
     )
     h: Harness = make_controller(DESIRED)
     report = await h.controller.reconcile_once(act=False, persist=False)
-    assert report.power_decisions["staging"].unknown
+    assert report.decision("staging", "power").unknown
     assert codebuild.starts == []

@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 import structlog
 
-from controller.aws import AwsClients
-from controller.demo_stack import create_demo_stack
-from controller.git_source import GitCredentials, GitSource, parse_git_location
+from controller.core.aws import AwsClients
+from controller.desired.git_source import GitCredentials, GitSource, parse_git_location
+from controller.desired.source import SourceUnavailable
+from controller.engine.passes import PassRequest
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
-from controller.sources import FileSource, SourceUnavailable
+from controller.sandbox.demo_stack import create_demo_stack
 from tests.conftest import REGION, Harness
 from tests.git_helpers import GitHttpServer, Repo, git
 from tests.waiting import until
@@ -60,7 +61,7 @@ async def test_each_commit_changes_what_the_controller_acts_on(make_controller, 
     report = await h.controller.reconcile_once()
     assert report.revision == second
     assert set(report.results) == {"a", "b"}
-    status = h.controller.status()
+    status = h.status()
     assert (status["revision"], status["attempted_revision"]) == (second, second)
     metrics = [
         s
@@ -100,8 +101,10 @@ async def test_a_bad_commit_changes_nothing_and_is_reported_once(
     report = await h.controller.reconcile_once()
     assert not report.desired_state_valid
     assert report.revision == good
-    assert report.decisions["demo"].action == "scale_to_zero"  # the last good state still acts
-    status = h.controller.status()
+    assert (
+        report.decision("demo", "idle").action == "scale_to_zero"
+    )  # the last good state still acts
+    status = h.status()
     assert status["attempted_revision"] == bad
     assert status["desired_state_errors"] == [
         "desired_state.yaml:7:5: environments.demo.idel: unknown key 'idel' "
@@ -128,7 +131,7 @@ async def test_a_missing_file_in_the_commit_is_an_invalid_revision(
     h: Harness = make_controller(ONE, source=source_for(repo.file_url))
     report = await h.controller.reconcile_once()
     assert not report.desired_state_valid
-    assert "not found in commit" in h.controller.status()["desired_state_errors"][0]
+    assert "not found in commit" in h.status()["desired_state_errors"][0]
 
 
 async def test_unreachable_remote_keeps_the_last_good_state_and_backs_off(
@@ -141,19 +144,20 @@ async def test_unreachable_remote_keeps_the_last_good_state_and_backs_off(
     report = await h.controller.reconcile_once()
     assert report.revision == good
     assert set(report.results) == {"a"}
-    status = h.controller.status()
+    status = h.status()
     assert status["source_error"].startswith("git fetch from git+file://")
     assert status["desired_state_valid"] is True
-    fetches = h.controller.metrics.desired_state_fetches
-    errors = fetches.labels("error")._value.get()
+    fetches = "infra_controller_desired_state_fetches_total"
+    errors = h.metric(fetches, outcome="error")
     await h.controller.reconcile_once()  # within the backoff: no fetch attempted
-    assert fetches.labels("error")._value.get() == errors
-    await h.controller.reconcile_once(force=True)  # a webhook or POST /reconcile tries at once
-    assert fetches.labels("error")._value.get() == errors + 1
+    assert h.metric(fetches, outcome="error") == errors
+    # a webhook or POST /reconcile tries at once
+    await h.controller.reconcile_once(PassRequest(fetch_now=True))
+    assert h.metric(fetches, outcome="error") == errors + 1
     shutil.move(tmp_path / "gone", repo.path)
     h.clock.advance(timedelta(minutes=1))
     await h.controller.reconcile_once()
-    assert h.controller.status()["source_error"] is None
+    assert h.status()["source_error"] is None
 
 
 @pytest.fixture
@@ -192,8 +196,8 @@ async def test_https_style_token_fetches_and_never_leaks(
         bad = source_for(url, token=token)
         h: Harness = make_controller(ONE, source=bad)
         await h.controller.reconcile_once()
-        status = json.dumps(h.controller.status())
-        assert h.controller.status()["source_error"]
+        status = json.dumps(h.status())
+        assert h.status()["source_error"]
         with pytest.raises(SourceUnavailable) as caught:
             await bad.fetch()
         bad.close()
@@ -209,7 +213,7 @@ async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Rep
     stop = asyncio.Event()
     loop_task = asyncio.create_task(h.controller.run(stop))
     try:
-        await until(lambda: h.controller.passes_completed >= 1)
+        await until(lambda: h.controller.snapshot().passes_completed >= 1)
         pushed = repo.commit({"desired_state.yaml": TWO})
         body = b'{"ref": "refs/heads/main"}'
         signature = "sha256=" + hmac.new(b"s", body, hashlib.sha256).hexdigest()
@@ -223,7 +227,7 @@ async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Rep
         ):
             assert response.status == 202
         # the clock never moves: only the webhook can have started this pass
-        await until(lambda: h.controller.revision == pushed)
+        await until(lambda: h.controller.snapshot().revision == pushed)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
@@ -234,17 +238,14 @@ async def test_a_local_file_change_reconciles_without_waiting_for_the_interval(
     make_controller,
 ) -> None:
     h: Harness = make_controller(ONE)
-    assert isinstance(h.controller.source, FileSource)
+    assert h.status()["source"] == str(h.desired_path)  # a file source, watched
     stop = asyncio.Event()
     loop_task = asyncio.create_task(h.controller.run(stop))
     try:
-        await until(lambda: h.controller.passes_completed >= 1)
+        await until(lambda: h.controller.snapshot().passes_completed >= 1)
         h.write(TWO)
         # the clock never moves: the watcher (polling every 0.5 s) triggers the pass
-        await until(
-            lambda: h.controller.desired is not None and "b" in h.controller.desired.environments,
-            limit=5,
-        )
+        await until(lambda: h.controller.knows("b"), limit=5)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)

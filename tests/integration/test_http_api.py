@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.aws import AwsClients
-from controller.demo_stack import DemoStack, create_demo_stack
+from controller.core.aws import AwsClients
 from controller.http_api import bound_port, start_http_server
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from tests.conftest import REGION, Harness
 from tests.waiting import until
 
@@ -177,22 +177,22 @@ async def test_wake_takes_effect_at_once_not_at_the_next_interval(
     await controller.reconcile_once()
     api.h.clock.advance(timedelta(minutes=6))
     await controller.reconcile_once()
-    assert controller.status()["environments"]["demo"]["service"]["desired"] == 0
+    assert api.h.status()["environments"]["demo"]["service"]["desired"] == 0
     stop = asyncio.Event()
     loop_task = asyncio.create_task(controller.run(stop))
     try:
-        await until(lambda: controller.passes_completed >= 3)
+        await until(lambda: controller.snapshot().passes_completed >= 3)
         # the loop now waits for its interval on a clock that does not move
         status, _ = await api.post("/environments/demo/wake", token=TOKEN)
         assert status == 202
-        await until(lambda: controller.status()["environments"]["demo"]["service"]["desired"] == 1)
+        await until(lambda: api.h.status()["environments"]["demo"]["service"]["desired"] == 1)
         answer = await seed_aws.call(
             "ecs", "DescribeServices", REGION, cluster=stack.cluster, services=[stack.service]
         )
         assert answer["services"][0]["desiredCount"] == 1
-        passes = controller.passes_completed
+        passes = controller.snapshot().passes_completed
         assert (await api.post("/reconcile", token=TOKEN))[0] == 202
-        await until(lambda: controller.passes_completed > passes)
+        await until(lambda: controller.snapshot().passes_completed > passes)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
@@ -218,10 +218,10 @@ async def test_git_webhook_checks_the_signature_and_triggers_a_pass(api_factory,
     stop = asyncio.Event()
     loop_task = asyncio.create_task(controller.run(stop))
     try:
-        await until(lambda: controller.passes_completed >= 1)
+        await until(lambda: controller.snapshot().passes_completed >= 1)
         good = {"X-Hub-Signature-256": _sign(body)}
         assert (await api.post("/hooks/git", data=body, headers=good))[0] == 202
-        await until(lambda: controller.passes_completed >= 2)
+        await until(lambda: controller.snapshot().passes_completed >= 2)
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)

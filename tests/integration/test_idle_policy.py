@@ -10,10 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from controller.aws import AwsClients
-from controller.demo_stack import DemoStack, create_demo_stack
-from controller.emulator import free_port
-from controller.traffic import send_requests
+from controller.core.aws import AwsClients
+from controller.engine.passes import RETRY_EVERYTHING
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.emulator import free_port
+from controller.sandbox.traffic import send_requests
 from tests.conftest import REGION, Harness
 
 pytestmark = pytest.mark.integration
@@ -49,13 +50,13 @@ async def test_idle_service_is_scaled_to_zero_after_idle_after(
 ) -> None:
     h: Harness = make_controller(desired(stack))
     first = await h.controller.reconcile_once()
-    assert first.decisions["demo"].reason == "awake for 0s, less than idle.after 5m"
+    assert first.decision("demo", "idle").reason == "awake for 0s, less than idle.after 5m"
     h.clock.advance(timedelta(minutes=5, seconds=1))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "scale_to_zero"
+    assert report.decision("demo", "idle").action == "scale_to_zero"
     assert report.results["demo"] == "success"
     assert await desired_count(seed_aws, stack) == 0
-    status = h.controller.status()["environments"]["demo"]
+    status = h.status()["environments"]["demo"]
     assert status["service"]["desired"] == 0
     assert status["last_action"]["action"] == "scale_to_zero"
 
@@ -68,8 +69,8 @@ async def test_recent_request_keeps_the_service_awake(
     h.clock.advance(timedelta(minutes=6))
     await send_requests(seed_aws, stack, 3, h.clock.now() - timedelta(minutes=2))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "none"
-    assert report.decisions["demo"].reason.startswith("last request")
+    assert report.decision("demo", "idle").action == "none"
+    assert report.decision("demo", "idle").reason.startswith("last request")
     assert await desired_count(seed_aws, stack) == 1
 
 
@@ -81,7 +82,7 @@ async def test_a_restarted_controller_remembers_when_the_service_woke(
     later = make_controller(desired(stack))  # same state store file, fresh process memory
     later.clock.advance(timedelta(minutes=6))
     report = await later.controller.reconcile_once()
-    assert report.decisions["demo"].action == "scale_to_zero"
+    assert report.decision("demo", "idle").action == "scale_to_zero"
 
 
 async def test_a_503_while_asleep_wakes_an_on_request_service(
@@ -96,12 +97,12 @@ async def test_a_503_while_asleep_wakes_an_on_request_service(
     assert not await send_requests(seed_aws, stack, 1, h.clock.now())
     h.clock.advance(timedelta(seconds=30))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "scale_up"
+    assert report.decision("demo", "idle").action == "scale_up"
     assert await desired_count(seed_aws, stack) == 2
     # freshly woken: not scaled down again before idle.after, even with no traffic
     h.clock.advance(timedelta(minutes=4))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "none"
+    assert report.decision("demo", "idle").action == "none"
     assert await desired_count(seed_aws, stack) == 2
 
 
@@ -115,11 +116,11 @@ async def test_manual_wake_policy_ignores_503s(
     await send_requests(seed_aws, stack, 5, h.clock.now())
     h.clock.advance(timedelta(minutes=1))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "none"
+    assert report.decision("demo", "idle").action == "none"
     assert await desired_count(seed_aws, stack) == 0
     assert h.controller.request_wake("demo") is None
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].reason == "wake requested through the API"
+    assert report.decision("demo", "idle").reason == "wake requested through the API"
     assert await desired_count(seed_aws, stack) == 2
 
 
@@ -132,7 +133,7 @@ async def test_suspended_or_powered_off_environment_is_never_scaled(
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(hours=1))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "none"
+    assert report.decision("demo", "idle").action == "none"
     assert await desired_count(seed_aws, stack) == 1
     assert h.calls("GetMetricData") == 0  # nothing to decide: no metric is read (or paid for)
 
@@ -144,7 +145,7 @@ async def test_dry_run_decides_and_logs_but_changes_nothing(
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(minutes=6))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].action == "scale_to_zero"
+    assert report.decision("demo", "idle").action == "scale_to_zero"
     assert await desired_count(seed_aws, stack) == 1
     assert h.calls("UpdateService") == 0
     assert h.calls("PutMetricData") == 0
@@ -158,12 +159,15 @@ async def test_unreadable_metrics_mean_unknown_and_nothing_is_scaled(
     h: Harness = make_controller(desired(stack), max_attempts=1)
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(minutes=6))
-    report = await h.controller.reconcile_once(force=True)
-    assert report.decisions["demo"].action == "none"
-    assert report.decisions["demo"].unknown
+    report = await h.controller.reconcile_once(RETRY_EVERYTHING)
+    assert report.decision("demo", "idle").action == "none"
+    assert report.decision("demo", "idle").unknown
     assert report.results["demo"] == "error"
     assert await desired_count(seed_aws, stack) == 1
-    assert h.controller.environments["demo"].failures == 2
+    errors = h.metric(
+        "infra_controller_reconcile_total", environment="demo", reconciler="idle", result="error"
+    )
+    assert errors == 2
     assert os.environ["AWS_ENDPOINT_URL_CLOUDWATCH"]
 
 
@@ -184,7 +188,7 @@ async def test_one_failing_environment_does_not_block_another(
     h.clock.advance(timedelta(minutes=6))
     report = await h.controller.reconcile_once()
     assert report.results["broken"] == "error"
-    assert report.decisions["demo"].action == "scale_to_zero"
+    assert report.decision("demo", "idle").action == "scale_to_zero"
     assert await desired_count(seed_aws, stack) == 0
     assert report.failed
 
@@ -209,15 +213,15 @@ async def test_failing_environment_backs_off_and_is_skipped_until_retry(
     # 5 s, 10 s, 20 s, 40 s, 80 s: the later failures skip passes instead of retrying each one
     assert results[:4] == ["error"] * 4
     assert "skipped" in results[4:]
-    forced = await h.controller.reconcile_once(force=True)
+    forced = await h.controller.reconcile_once(RETRY_EVERYTHING)
     assert forced.results["broken"] == "error"
 
 
 async def test_missing_service_is_reported_not_acted_on(make_controller, stack: DemoStack) -> None:
     h: Harness = make_controller(desired(stack).replace(stack.service, "gone"))
     report = await h.controller.reconcile_once()
-    assert report.decisions["demo"].reason == "service not found (status MISSING)"
-    assert h.controller.status()["environments"]["demo"]["power"] == "STOPPED"
+    assert report.decision("demo", "idle").reason == "service not found (status MISSING)"
+    assert h.status()["environments"]["demo"]["power"] == "STOPPED"
 
 
 async def test_invalid_desired_state_keeps_the_last_valid_one(
@@ -225,14 +229,16 @@ async def test_invalid_desired_state_keeps_the_last_valid_one(
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
-    good = h.controller.revision
+    good = h.controller.snapshot().revision
     h.write("version: 1\nenvironments:\n  demo:\n    power: of\n")
     h.clock.advance(timedelta(minutes=6))
     report = await h.controller.reconcile_once()
     assert not report.desired_state_valid
     assert report.revision == good
-    assert report.decisions["demo"].action == "scale_to_zero"  # the last valid state still holds
-    status = h.controller.status()
+    assert (
+        report.decision("demo", "idle").action == "scale_to_zero"
+    )  # the last valid state still holds
+    status = h.status()
     assert status["desired_state_valid"] is False
     assert status["desired_state_errors"][0].endswith(
         ":4:12: environments.demo.power: Input should be 'on' or 'off'"
@@ -249,7 +255,7 @@ async def test_removed_environment_is_no_longer_managed_and_left_as_it_is(
     report = await h.controller.reconcile_once()
     assert report.results == {}
     assert await desired_count(seed_aws, stack) == 1
-    assert "demo" not in h.controller.status()["environments"]
+    assert "demo" not in h.status()["environments"]
 
 
 async def test_custom_cloudwatch_metrics_are_published(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.loop import PassReport
+from controller.engine.passes import RETRY_EVERYTHING, PassReport
 from tests.conftest import Harness, fake_terraform_behaviour
 from tests.waiting import until
 
@@ -53,8 +53,16 @@ async def pass_until(
     return report
 
 
-def state(report: PassReport) -> str:
-    return report.power_decisions["staging"].state
+def state(report: PassReport) -> str | None:
+    return report.environments["staging"].facts.power_state
+
+
+def action(report: PassReport) -> str:
+    return report.decision("staging", "power").action
+
+
+def reason(report: PassReport) -> str:
+    return report.decision("staging", "power").reason
 
 
 async def test_power_on_applies_once_then_stays_converged(
@@ -62,21 +70,22 @@ async def test_power_on_applies_once_then_stays_converged(
 ) -> None:
     h: Harness = make_controller(desired(fake_terraform))
     first = await h.controller.reconcile_once()
-    assert (state(first), first.power_decisions["staging"].action) == (
+    assert (state(first), action(first)) == (
         "STARTING",
         "terraform_apply",
     )
     done = await pass_until(h, lambda r: state(r) == "RUNNING")
-    assert done.power_decisions["staging"].reason.startswith("apply succeeded after")
+    assert reason(done).startswith("apply succeeded after")
     for _ in range(3):
         h.clock.advance(timedelta(minutes=5))
         report = await h.controller.reconcile_once()
-        assert report.power_decisions["staging"].action == "none"
+        assert action(report) == "none"
     assert runs(fake_terraform) == ["apply"]
-    metrics = h.controller.metrics
-    assert metrics.terraform_runs_total.labels("staging", "apply", "succeeded")._value.get() == 1
-    assert metrics.power_state.labels("staging", "RUNNING")._value.get() == 1
-    assert metrics.power_state.labels("staging", "STARTING")._value.get() == 0
+    runs_total = "infra_controller_terraform_runs_total"
+    assert h.metric(runs_total, environment="staging", operation="apply", outcome="succeeded") == 1
+    power_state = "infra_controller_power_state"
+    assert h.metric(power_state, environment="staging", state="RUNNING") == 1
+    assert h.metric(power_state, environment="staging", state="STARTING") == 0
 
 
 async def test_power_off_destroys_once_and_reports_stopped(
@@ -86,7 +95,7 @@ async def test_power_off_destroys_once_and_reports_stopped(
     await pass_until(h, lambda r: state(r) == "RUNNING")
     h.write(desired(fake_terraform, power="off"))
     report = await h.controller.reconcile_once()
-    assert (state(report), report.power_decisions["staging"].action) == (
+    assert (state(report), action(report)) == (
         "STOPPING",
         "terraform_destroy",
     )
@@ -102,10 +111,10 @@ async def test_a_flip_during_a_run_waits_for_it_then_converges_to_the_latest(
     await h.controller.reconcile_once()
     h.write(desired(fake_terraform, power="off"))
     waiting = await h.controller.reconcile_once()
-    assert waiting.power_decisions["staging"].action == "none"
-    assert "the destroy follows once it finishes" in waiting.power_decisions["staging"].reason
-    report = await pass_until(h, lambda r: r.power_decisions["staging"].action != "none")
-    assert report.power_decisions["staging"].action == "terraform_destroy"
+    assert action(waiting) == "none"
+    assert "the destroy follows once it finishes" in reason(waiting)
+    report = await pass_until(h, lambda r: action(r) != "none")
+    assert action(report) == "terraform_destroy"
     await pass_until(h, lambda r: state(r) == "STOPPED")
     assert runs(fake_terraform) == ["apply", "destroy"]
 
@@ -116,24 +125,22 @@ async def test_a_failed_run_is_error_backed_off_in_minutes_and_retried_on_reques
     fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
     h: Harness = make_controller(desired(fake_terraform))
     report = await pass_until(h, lambda r: state(r) == "ERROR")
-    assert (
-        "apply failed (terraform apply exited with 1)" in report.power_decisions["staging"].reason
-    )
-    assert h.controller.status()["environments"]["staging"]["power_detail"]["failures"] == 1
+    assert "apply failed (terraform apply exited with 1)" in reason(report)
+    assert h.status()["environments"]["staging"]["power_detail"]["failures"] == 1
     for _ in range(3):  # within the minute of backoff: no new run
         h.clock.advance(timedelta(seconds=15))
-        assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
+        assert action(await h.controller.reconcile_once()) == "none"
     assert runs(fake_terraform) == ["apply"]
     h.clock.advance(timedelta(seconds=20))
     retried = await h.controller.reconcile_once()
-    assert retried.power_decisions["staging"].action == "terraform_apply"
+    assert action(retried) == "terraform_apply"
     await pass_until(h, lambda r: state(r) == "ERROR")
     # the second failure waits 2 minutes, but POST /reconcile retries at once
-    assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
-    forced = await h.controller.reconcile_once(force=True)
-    assert forced.power_decisions["staging"].action == "terraform_apply"
-    metrics = h.controller.metrics
-    assert metrics.terraform_runs_total.labels("staging", "apply", "failed")._value.get() == 2
+    assert action(await h.controller.reconcile_once()) == "none"
+    forced = await h.controller.reconcile_once(RETRY_EVERYTHING)
+    assert action(forced) == "terraform_apply"
+    runs_total = "infra_controller_terraform_runs_total"
+    assert h.metric(runs_total, environment="staging", operation="apply", outcome="failed") == 2
 
 
 async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
@@ -148,7 +155,7 @@ async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
     # a new controller process: same state store, same runs directory, nothing in memory
     restarted: Harness = make_controller(desired(fake_terraform))
     report = await restarted.controller.reconcile_once()
-    assert (state(report), report.power_decisions["staging"].action) == ("STARTING", "none")
+    assert (state(report), action(report)) == ("STARTING", "none")
     await pass_until(restarted, lambda r: state(r) == "RUNNING")
     assert runs(fake_terraform) == ["apply"]
 
@@ -177,7 +184,7 @@ async def test_dry_run_and_plan_show_the_run_they_would_start(
     assert planned.pending
     dry: Harness = make_controller(desired(fake_terraform), dry_run=True)
     report = await dry.controller.reconcile_once()
-    assert report.power_decisions["staging"].action == "terraform_apply"
+    assert action(report) == "terraform_apply"
     assert commands(fake_terraform) == []
 
 
@@ -187,7 +194,7 @@ async def test_status_shows_the_run_its_start_and_the_time_left(
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
     h: Harness = make_controller(desired(fake_terraform))
     await h.controller.reconcile_once()
-    status = h.controller.status()["environments"]["staging"]
+    status = h.status()["environments"]["staging"]
     assert status["power"] == "STARTING"
     assert status["current_run"]["operation"] == "apply"
     assert status["current_run"]["run_id"].startswith("cli:")
@@ -196,7 +203,7 @@ async def test_status_shows_the_run_its_start_and_the_time_left(
     )  # no history yet: the earlier system's figure
     assert status["run_started_at"].endswith("Z")
     await pass_until(h, lambda r: state(r) == "RUNNING")
-    last = h.controller.status()["environments"]["staging"]["power_detail"]["last_run"]
+    last = h.status()["environments"]["staging"]["power_detail"]["last_run"]
     assert (last["operation"], last["outcome"]) == ("apply", "succeeded")
 
 
@@ -206,8 +213,8 @@ async def test_a_run_that_cannot_start_is_an_error_with_backoff(
     missing = tmp_path / "no-such-dir"
     h: Harness = make_controller(desired(missing))
     report = await h.controller.reconcile_once()
-    assert h.controller.status()["environments"]["staging"]["power"] == "ERROR"
-    detail = h.controller.status()["environments"]["staging"]["power_detail"]["last_run"]["detail"]
+    assert h.status()["environments"]["staging"]["power"] == "ERROR"
+    detail = h.status()["environments"]["staging"]["power_detail"]["last_run"]["detail"]
     assert "could not start" in detail
-    assert report.power_decisions["staging"].action == "terraform_apply"
-    assert (await h.controller.reconcile_once()).power_decisions["staging"].action == "none"
+    assert action(report) == "terraform_apply"
+    assert action(await h.controller.reconcile_once()) == "none"

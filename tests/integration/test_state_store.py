@@ -8,25 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from controller.aws import AwsClients
-from controller.metrics import ControllerMetrics
-from controller.state_store import (
-    DynamoDbStateStore,
+from controller.core.aws import AwsClients
+from controller.core.records import (
     EnvironmentRecord,
+    IdleRecord,
+    PowerRecord,
+    RunInfo,
+    RunResult,
+)
+from controller.core.state_store import (
+    DynamoDbStateStore,
     FileStateStore,
     StateStore,
     StateStoreError,
     StoreConflict,
     open_state_store,
 )
-from reconcilers.idle_decision import Wakefulness
-from reconcilers.power_decision import PowerRecord, RunInfo, RunResult
 from tests.conftest import REGION, Harness
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 RECORD = EnvironmentRecord(
-    wakefulness=Wakefulness(awake_since=NOW),
+    idle=IdleRecord(awake_since=NOW),
     power=PowerRecord(
         state="STARTING",
         run=RunInfo("codebuild", "apply", "tok", NOW, "tf:1", "https://logs"),
@@ -84,19 +87,18 @@ async def test_the_controller_runs_on_a_dynamodb_store(
 ) -> None:
     h: Harness = make_controller(
         f"version: 1\nenvironments:\n  staging:\n    power: on\n    region: {REGION}\n"
-        f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
+        f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n",
+        state_store="dynamodb://infra-controller",
     )
-    h.controller.store = dynamodb_store
-    h.controller.power.store = dynamodb_store
     report = await h.controller.reconcile_once()
-    assert report.power_decisions["staging"].action == "terraform_apply"
+    assert report.decision("staging", "power").action == "terraform_apply"
     stored = (await dynamodb_store.load())["staging"]
     assert stored.power.run is not None
     assert stored.power.run.run_id is not None
 
 
 async def test_unknown_store_urls_are_refused() -> None:
-    aws = AwsClients(ControllerMetrics(), REGION)
+    aws = AwsClients(REGION)
     for url in ("redis://x", "file://", "dynamodb://"):
         with pytest.raises(StateStoreError):
             open_state_store(url, aws)

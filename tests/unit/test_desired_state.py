@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from controller.desired_state import DesiredState
-from controller.desired_state_loader import InvalidDesiredState, parse_desired_state
-from controller.durations import format_duration, parse_duration
+from controller.core.desired_state import DesiredState
+from controller.core.durations import format_duration, parse_duration
+from controller.desired.loader import InvalidDesiredState, parse_desired_state
 
 
 def problems(text: str) -> list[str]:

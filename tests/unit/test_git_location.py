@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.git_source import (
+from controller.desired.git_source import (
     GitCredentials,
     InvalidGitLocation,
     parse_git_location,

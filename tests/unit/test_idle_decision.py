@@ -7,15 +7,16 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.desired_state import Environment
-from reconcilers.idle_decision import (
+from controller.core.desired_state import Environment
+from controller.core.records import IdleRecord
+from reconcilers.idle.decision import (
     Activity,
     IdleObservation,
-    ServiceState,
-    Wakefulness,
     decide,
     needs_activity,
+    observe_wakefulness,
 )
+from reconcilers.interface import ServiceState
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -73,7 +74,7 @@ def observed(
     return IdleObservation(
         service=service,
         activity=activity,
-        wakefulness=Wakefulness(awake_since=awake_since, asleep_since=asleep_since),
+        wakefulness=IdleRecord(awake_since=awake_since, asleep_since=asleep_since),
         wake_requested=wake,
         error=error,
     )
@@ -231,10 +232,10 @@ def test_observer_reads_only_the_metric_the_decision_needs() -> None:
 
 
 def test_first_sight_of_an_awake_service_counts_as_just_woken() -> None:
-    assert Wakefulness().observe(awake(), NOW).awake_since == NOW
+    assert observe_wakefulness(IdleRecord(), awake(), NOW).awake_since == NOW
     earlier = NOW - timedelta(hours=2)
-    assert Wakefulness(awake_since=earlier).observe(awake(), NOW).awake_since == earlier
-    assert Wakefulness(awake_since=earlier).observe(ASLEEP, NOW).awake_since is None
+    assert observe_wakefulness(IdleRecord(awake_since=earlier), awake(), NOW).awake_since == earlier
+    assert observe_wakefulness(IdleRecord(awake_since=earlier), ASLEEP, NOW).awake_since is None
 
 
 # ---- properties ----
@@ -296,4 +297,5 @@ def test_scales_to_zero_only_when_no_request_in_the_last_idle_after(
 
 def test_a_deleted_service_forgets_its_wake_time() -> None:
     gone = ServiceState(status="INACTIVE", desired_count=1)
-    assert Wakefulness(awake_since=NOW - timedelta(hours=1)).observe(gone, NOW) == Wakefulness()
+    woken = IdleRecord(awake_since=NOW - timedelta(hours=1))
+    assert observe_wakefulness(woken, gone, NOW) == IdleRecord()

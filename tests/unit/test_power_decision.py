@@ -7,17 +7,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.desired_state import Environment
-from reconcilers.power_decision import (
-    PowerObservation,
-    PowerRecord,
-    RunInfo,
-    RunResult,
-    RunStatus,
-    decide_power,
-    estimated_duration,
-    retry_delay,
-)
+from controller.core.backoff import TERRAFORM_RETRY
+from controller.core.desired_state import Environment
+from controller.core.records import PowerRecord, RunInfo, RunResult
+from reconcilers.power.decision import PowerObservation, decide_power
+from reconcilers.terraform.runner import RunStatus
 
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
 TF = {"runner": "codebuild", "project": "tf"}
@@ -121,15 +115,15 @@ def test_finished_apply_then_flip_converges_to_the_latest_in_the_same_pass() -> 
     decision = decide_power(env("off"), obs(record, RunStatus("SUCCEEDED")), NOW)
     assert decision.completed is not None and decision.completed.succeeded
     assert decision.action == "terraform_destroy"
-    assert decision.record.run is None
-    assert decision.record.durations["apply"] == (180.0,)
+    assert decision.power_record.run is None
+    assert decision.power_record.durations["apply"] == (180.0,)
 
 
 def test_successful_apply_becomes_running_and_resets_failures() -> None:
     record = PowerRecord(state="STARTING", run=run(), failures=3)
     decision = decide_power(env(), obs(record, RunStatus("SUCCEEDED")), NOW)
     assert (decision.action, decision.state) == ("none", "RUNNING")
-    assert decision.record.failures == 0
+    assert decision.power_record.failures == 0
     assert decision.reason.startswith("apply succeeded after 3m")
 
 
@@ -145,10 +139,10 @@ def test_failed_run_is_error_and_retried_after_a_backoff_in_minutes() -> None:
         env(), obs(record, RunStatus("FAILED", "build FAILED"), exists=False), NOW
     )
     assert (failed.action, failed.state) == ("none", "ERROR")
-    assert failed.record.failures == 1
-    assert failed.record.retry_at == NOW + timedelta(minutes=1)
+    assert failed.power_record.failures == 1
+    assert failed.power_record.retry_at == NOW + timedelta(minutes=1)
     assert "retry in 1m" in failed.reason
-    later = decide_power(env(), obs(failed.record, exists=False), NOW + timedelta(seconds=61))
+    later = decide_power(env(), obs(failed.power_record, exists=False), NOW + timedelta(seconds=61))
     assert later.action == "terraform_apply"
 
 
@@ -194,13 +188,14 @@ def test_without_terraform_power_is_only_reported() -> None:
 
 
 def test_retry_delay_doubles_from_a_minute_and_caps_at_an_hour() -> None:
-    assert [retry_delay(n).total_seconds() / 60 for n in (1, 2, 3, 7, 20)] == [1, 2, 4, 60, 60]
+    delays = [TERRAFORM_RETRY.delay(n).total_seconds() / 60 for n in (1, 2, 3, 7, 20)]
+    assert delays == [1, 2, 4, 60, 60]
 
 
 def test_time_left_comes_from_past_runs_once_there_are_some() -> None:
-    assert estimated_duration(PowerRecord(), "destroy") == timedelta(minutes=10)
+    assert PowerRecord().estimated_duration("destroy") == timedelta(minutes=10)
     record = PowerRecord(durations={"apply": (600.0, 660.0, 700.0)})
-    assert estimated_duration(record, "apply") == timedelta(seconds=660)
+    assert record.estimated_duration("apply") == timedelta(seconds=660)
 
 
 # ---- properties ----
@@ -225,7 +220,7 @@ def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
     for status in (None, RunStatus("IN_PROGRESS")):
         decision = decide_power(env(power), obs(record, status, exists=exists), NOW)
         assert decision.action == "none"
-        assert decision.record.run == record.run
+        assert decision.power_record.run == record.run
 
 
 @given(power=st.sampled_from(["on", "off"]), service=st.booleans(), retry_now=st.booleans())

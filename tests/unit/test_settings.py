@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from controller.cli import build_parser, settings_from
-from controller.loop import backoff_delay
-from controller.settings import Settings
+from controller.core.backoff import ENVIRONMENT_BACKOFF
+from controller.core.settings import Settings
 
 
 def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,8 +64,8 @@ def test_invalid_settings_are_refused(key: str, value: str) -> None:
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
     rng = random.Random(1)
-    delays = [backoff_delay(n, rng).total_seconds() for n in range(1, 12)]
+    delays = [ENVIRONMENT_BACKOFF.delay(n, rng).total_seconds() for n in range(1, 12)]
     assert 4.5 <= delays[0] <= 5.5
     assert all(delays[i + 1] > delays[i] for i in range(7))  # then the cap holds it
     assert max(delays) <= 15 * 60 * 1.1
-    assert backoff_delay(0, rng) == timedelta(0)
+    assert ENVIRONMENT_BACKOFF.delay(0, rng) == timedelta(0)

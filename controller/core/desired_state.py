@@ -1,0 +1,110 @@
+"""The desired-state file, version 1 (contract section 4), as pydantic models.
+
+Unknown keys are errors, `power` accepts YAML 1.1 booleans, durations are `90s`/`5m`/`1h30m`.
+Loading with file positions lives in `desired_state_loader`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+from controller.core.durations import Duration
+
+ENVIRONMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+
+
+def _power(value: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads a bare `on`/`off` as true/false: both spellings mean the same.
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+PowerSetting = Annotated[
+    Literal["on", "off"],
+    BeforeValidator(_power),
+    WithJsonSchema({"oneOf": [{"enum": ["on", "off"]}, {"type": "boolean"}]}),
+]
+EnvironmentName = Annotated[str, StringConstraints(pattern=ENVIRONMENT_NAME_PATTERN)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TerraformSpec(_Strict):
+    """How the environment's stack is applied and destroyed."""
+
+    runner: Literal["codebuild", "cli"]
+    project: NonEmpty | None = Field(None, description="codebuild: the CodeBuild project name")
+    workdir: NonEmpty | None = Field(None, description="cli: directory to run terraform in")
+    binary: Literal["terraform", "tofu"] = "terraform"
+    timeout: Duration = timedelta(minutes=30)
+
+    @model_validator(mode="after")
+    def _runner_fields(self) -> TerraformSpec:
+        if self.runner == "codebuild" and not self.project:
+            raise ValueError("runner codebuild needs `project` (the CodeBuild project name)")
+        if self.runner == "cli" and not self.workdir:
+            raise ValueError("runner cli needs `workdir` (the directory to run terraform in)")
+        if self.timeout <= timedelta(0):
+            raise ValueError("terraform.timeout must be longer than 0s")
+        return self
+
+
+class ServiceRef(_Strict):
+    """The ECS service the idle policy scales."""
+
+    cluster: NonEmpty
+    name: NonEmpty
+
+
+class IdlePolicy(_Strict):
+    """Scale the service to zero after `after` without ALB requests; wake it again."""
+
+    after: Duration = Field(description="no ALB request for this long -> desiredCount 0")
+    active_count: int = Field(1, ge=1, le=1000, description="desiredCount when awake")
+    wake: Literal["manual", "on-request"] = "manual"
+
+    @model_validator(mode="after")
+    def _positive_after(self) -> IdlePolicy:
+        if self.after <= timedelta(0):
+            raise ValueError("idle.after must be longer than 0s")
+        return self
+
+
+class Environment(_Strict):
+    power: PowerSetting
+    region: Annotated[str, StringConstraints(pattern=REGION_PATTERN)] | None = None
+    suspend: bool = False
+    terraform: TerraformSpec | None = None
+    service: ServiceRef | None = None
+    idle: IdlePolicy | None = None
+
+    @model_validator(mode="after")
+    def _idle_needs_service(self) -> Environment:
+        if self.idle is not None and self.service is None:
+            raise ValueError("`idle` needs `service` (the ECS service to scale)")
+        return self
+
+
+class DesiredState(_Strict):
+    """The whole file: `version: 1` and the environments by name."""
+
+    version: Literal[1]
+    environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)

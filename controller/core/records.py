@@ -1,0 +1,110 @@
+"""Everything the controller persists about an environment, in one place.
+
+AWS does not record what the policies need to remember across passes and restarts: when the
+service last woke and fell asleep, the Terraform run in flight (written *before* it starts), past
+run durations. One `EnvironmentRecord` per environment holds it, versioned for optimistic writes,
+and serialised by a pydantic TypeAdapter: the JSON the state stores keep is exactly these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from statistics import median
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+PowerState = Literal["STOPPED", "STARTING", "RUNNING", "STOPPING", "ERROR"]
+POWER_STATES: tuple[PowerState, ...] = ("STOPPED", "STARTING", "RUNNING", "STOPPING", "ERROR")
+Operation = Literal["apply", "destroy"]
+# the earlier infrastructure manager's figures, used until the environment has run history
+DEFAULT_DURATIONS: dict[Operation, timedelta] = {
+    "apply": timedelta(minutes=15),
+    "destroy": timedelta(minutes=10),
+}
+DURATION_HISTORY = 5
+
+
+@dataclass(frozen=True)
+class IdleRecord:
+    """What the idle policy has seen of the service's sleep and wake.
+
+    ECS does not record when desiredCount last changed, so the controller keeps it.
+    """
+
+    awake_since: AwareDatetime | None = None
+    asleep_since: AwareDatetime | None = None
+    # lower bound of the last request's time: the start of the first window read if none seen
+    last_request_at: AwareDatetime | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A Terraform run recorded before it starts (so a restart finds it), then its id."""
+
+    runner: str
+    operation: Operation
+    token: str  # idempotency token: a repeated start after a crash finds the same run
+    started_at: AwareDatetime
+    run_id: str | None = None  # None: the start was recorded but not confirmed
+    logs_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    operation: Operation
+    succeeded: bool
+    finished_at: AwareDatetime
+    duration_seconds: float
+    detail: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PowerRecord:
+    """The environment's power state and Terraform runs, across passes and restarts."""
+
+    state: PowerState | None = None
+    run: RunInfo | None = None
+    last_result: RunResult | None = None
+    failures: int = 0
+    retry_at: AwareDatetime | None = None
+    durations: dict[Operation, tuple[float, ...]] = field(default_factory=dict)
+    changed_at: AwareDatetime | None = None
+
+    def estimated_duration(self, operation: Operation) -> timedelta:
+        """The median of the last successful runs of `operation`, or the default."""
+        past = self.durations.get(operation)
+        return timedelta(seconds=float(median(past))) if past else DEFAULT_DURATIONS[operation]
+
+    def has_history(self, operation: Operation) -> bool:
+        return bool(self.durations.get(operation))
+
+
+@dataclass(frozen=True)
+class EnvironmentRecord:
+    idle: IdleRecord = field(default_factory=IdleRecord)
+    power: PowerRecord = field(default_factory=PowerRecord)
+    version: int = 0  # 0: never written
+
+
+class InvalidRecord(ValueError):
+    """A stored record that does not match the record types (corrupt or foreign data)."""
+
+
+_RECORD: TypeAdapter[EnvironmentRecord] = TypeAdapter(EnvironmentRecord)
+
+
+def record_to_json(record: EnvironmentRecord) -> dict[str, Any]:
+    data: dict[str, Any] = _RECORD.dump_python(record, mode="json")
+    return data
+
+
+def record_from_json(data: object) -> EnvironmentRecord:
+    try:
+        return _RECORD.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(record)"
+        raise InvalidRecord(f"{where}: {first['msg']}") from None

@@ -1,0 +1,198 @@
+"""The controller's own memory across restarts (contract section 3, `CONTROLLER_STATE_STORE`).
+
+One record per environment (`controller.core.records`). A run is written here *before* it
+starts, so a restarted controller finds it and follows it instead of starting another.
+
+Every record carries a version and is written only if nobody wrote it since it was read:
+`file://PATH` under an exclusive file lock with an atomic rename, `dynamodb://TABLE` with a
+conditional PutItem. A conflict means another controller acted: this one steps back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import replace
+from typing import Any, Protocol
+
+from controller.core.aws import AwsClients, AwsError
+from controller.core.records import (
+    EnvironmentRecord,
+    InvalidRecord,
+    record_from_json,
+    record_to_json,
+)
+
+
+class StateStoreError(Exception):
+    pass
+
+
+class StoreConflict(StateStoreError):
+    """The record changed since it was read (another controller wrote it)."""
+
+
+class StateStore(Protocol):
+    description: str
+
+    async def load(self) -> dict[str, EnvironmentRecord]: ...
+
+    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        """Write if the stored version is still `record.version`; returns the new version."""
+        ...
+
+
+# ---- file ----
+
+
+class FileStateStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.description = f"file://{path}"
+
+    def _read_unlocked(self) -> dict[str, Any]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise StateStoreError(f"cannot read state store {self.path}: {exc}") from exc
+        return data if isinstance(data, dict) else {}
+
+    def _locked(self) -> Any:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        lock = open(self.path + ".lock", "a+")  # noqa: SIM115 - closed by the caller
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return lock
+
+    def _load(self) -> dict[str, EnvironmentRecord]:
+        environments = self._read_unlocked().get("environments") or {}
+        if not isinstance(environments, dict):
+            raise StateStoreError(f"{self.path}: `environments` is not a mapping")
+        try:
+            return {name: record_from_json(entry) for name, entry in environments.items()}
+        except InvalidRecord as exc:
+            raise StateStoreError(f"{self.path}: invalid record: {exc}") from exc
+
+    def _put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        lock = self._locked()
+        try:
+            data = self._read_unlocked()
+            environments = dict(data.get("environments") or {})
+            stored = int((environments.get(name) or {}).get("version", 0))
+            if stored != record.version:
+                raise StoreConflict(
+                    f"{name}: the stored record is at version {stored}, not {record.version}"
+                )
+            written = replace(record, version=record.version + 1)
+            environments[name] = record_to_json(written)
+            self._write({"version": 2, "environments": environments})
+            return written
+        finally:
+            lock.close()
+
+    def _write(self, data: dict[str, Any]) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, temp = tempfile.mkstemp(prefix=".state-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+
+    async def load(self) -> dict[str, EnvironmentRecord]:
+        return await asyncio.to_thread(self._load)
+
+    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        try:
+            return await asyncio.to_thread(self._put, name, record)
+        except OSError as exc:
+            raise StateStoreError(f"cannot write state store {self.path}: {exc}") from exc
+
+
+# ---- DynamoDB ----
+
+
+class DynamoDbStateStore:
+    """Table with partition key `environment` (string); items hold `record` (JSON) and `version`."""
+
+    def __init__(self, aws: AwsClients, table: str, region: str | None = None) -> None:
+        self._aws = aws
+        self.table = table
+        self.region = region
+        self.description = f"dynamodb://{table}"
+
+    async def load(self) -> dict[str, EnvironmentRecord]:
+        records: dict[str, EnvironmentRecord] = {}
+        params: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        try:
+            while True:
+                answer = await self._aws.call("dynamodb", "Scan", self.region, **params)
+                for item in answer.get("Items", []):
+                    data = json.loads(item["record"]["S"])
+                    data["version"] = int(item["version"]["N"])
+                    records[item["environment"]["S"]] = record_from_json(data)
+                if "LastEvaluatedKey" not in answer:
+                    return records
+                params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        except AwsError as exc:
+            raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidRecord is a ValueError
+            raise StateStoreError(f"{self.description}: invalid item: {exc}") from exc
+
+    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        written = replace(record, version=record.version + 1)
+        body = record_to_json(written)
+        body.pop("version")
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(environment)"}
+            if record.version == 0
+            else {
+                "ConditionExpression": "version = :expected",
+                "ExpressionAttributeValues": {":expected": {"N": str(record.version)}},
+            }
+        )
+        try:
+            await self._aws.call(
+                "dynamodb",
+                "PutItem",
+                self.region,
+                TableName=self.table,
+                Item={
+                    "environment": {"S": name},
+                    "record": {"S": json.dumps(body)},
+                    "version": {"N": str(written.version)},
+                },
+                **condition,
+            )
+        except AwsError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                raise StoreConflict(f"{name}: changed by another controller") from exc
+            raise StateStoreError(f"cannot write {self.description}: {exc}") from exc
+        return written
+
+
+def open_state_store(url: str, aws: AwsClients | None = None) -> StateStore:
+    if url.startswith("file://"):
+        path = url.removeprefix("file://")
+        if not path:
+            raise StateStoreError("file:// needs a path, e.g. file://.controller-state.json")
+        return FileStateStore(path)
+    if url.startswith("dynamodb://"):
+        table = url.removeprefix("dynamodb://")
+        if not table or aws is None:
+            raise StateStoreError(
+                "dynamodb:// needs a table name, e.g. dynamodb://infra-controller"
+            )
+        return DynamoDbStateStore(aws, table)
+    raise StateStoreError(f"unknown state store {url!r}: expected file://PATH or dynamodb://TABLE")

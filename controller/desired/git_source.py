@@ -1,0 +1,236 @@
+"""A desired-state source in a git repository (contract section 4).
+
+`git+https://host/org/repo.git#branch=main&path=desired_state.yaml` (also `git+ssh://`,
+`git+file://`, and `git+http://` for servers on a private network). Each fetch is shallow
+(`--depth=1`) into a bare cache repository, bounded by a timeout; the revision is the commit.
+Credentials come from the environment and never appear in a log line, an error or `/status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from controller.desired.loader import InvalidDesiredState, Problem, parse_desired_state
+from controller.desired.source import SourceSnapshot, SourceUnavailable
+
+log = structlog.get_logger("infra_controller.git")
+
+SCHEMES = ("git+https://", "git+ssh://", "git+file://", "git+http://")
+_USERINFO = re.compile(r"(?P<scheme>[a-z+]+://)[^/@\s]+@")
+
+
+class InvalidGitLocation(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GitLocation:
+    url: str  # what git fetches from (no `git+`, no fragment)
+    branch: str
+    path: str
+
+    @property
+    def redacted(self) -> str:
+        return f"git+{redact_userinfo(self.url)}#branch={self.branch}&path={self.path}"
+
+
+def redact_userinfo(text: str) -> str:
+    """`https://user:token@host/...` -> `https://***@host/...`, anywhere in a text."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def parse_git_location(text: str) -> GitLocation:
+    if not text.startswith(SCHEMES):
+        raise InvalidGitLocation(
+            f"{redact_userinfo(text)}: a git source starts with one of {', '.join(SCHEMES)}"
+        )
+    url, _, fragment = text.removeprefix("git+").partition("#")
+    params = {key: values[-1] for key, values in parse_qs(fragment, keep_blank_values=True).items()}
+    unknown = set(params) - {"branch", "path"}
+    if unknown:
+        raise InvalidGitLocation(
+            f"{redact_userinfo(text)}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+            "expected #branch=BRANCH&path=PATH"
+        )
+    parts = urlsplit(url)
+    if parts.scheme != "file" and not parts.hostname:
+        raise InvalidGitLocation(f"{redact_userinfo(text)}: the URL has no host")
+    if parts.scheme == "file" and not parts.path:
+        raise InvalidGitLocation(f"{text}: the URL has no path")
+    branch = params.get("branch") or "main"
+    path = (params.get("path") or "desired_state.yaml").lstrip("/")
+    if ".." in path.split("/") or not path:
+        raise InvalidGitLocation(
+            f"{redact_userinfo(text)}: path must be a file inside the repository"
+        )
+    if branch.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
+        raise InvalidGitLocation(f"{redact_userinfo(text)}: invalid branch name {branch!r}")
+    return GitLocation(url=url, branch=branch, path=path)
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """HTTPS: a token (sent as basic auth); SSH: a key file and a known_hosts file."""
+
+    token: str | None = None
+    username: str = "x-access-token"
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.token:
+            basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+            # given through the environment, so the token is in no command line
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="http.extraHeader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
+        if self.ssh_key or self.known_hosts:
+            command = ["ssh", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+            if self.ssh_key:
+                command += ["-i", self.ssh_key]
+            if self.known_hosts:
+                command += [
+                    "-o",
+                    f"UserKnownHostsFile={self.known_hosts}",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                ]
+            env["GIT_SSH_COMMAND"] = shlex.join(command)
+        return env
+
+    def secrets(self) -> list[str]:
+        if not self.token:
+            return []
+        basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        return [self.token, basic]
+
+
+class GitSource:
+    def __init__(
+        self,
+        location: GitLocation,
+        credentials: GitCredentials | None = None,
+        timeout: float = 60.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.location = location
+        self.credentials = credentials or GitCredentials()
+        self.timeout = timeout
+        self.description = location.redacted
+        self._cache_dir = cache_dir
+        self._owns_cache = cache_dir is None
+        self._initialised = False
+        self._last: SourceSnapshot | None = None
+
+    def _redact(self, text: str) -> str:
+        for secret in self.credentials.secrets():
+            text = text.replace(secret, "***")
+        return redact_userinfo(text)
+
+    async def _git(self, *args: str) -> str:
+        assert self._cache_dir is not None
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self._cache_dir,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ASKPASS": "/bin/false",
+            "LC_ALL": "C",
+            **self.credentials.environment(),
+        }
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=self._cache_dir,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), self.timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise SourceUnavailable(
+                f"git {args[0]} from {self.description} timed out after {self.timeout:g}s"
+            ) from None
+        if process.returncode != 0:
+            message = err.decode(errors="replace").strip().splitlines()
+            detail = (
+                "; ".join(line for line in message if line)[-500:] or f"exit {process.returncode}"
+            )
+            raise SourceUnavailable(
+                self._redact(f"git {args[0]} from {self.description}: {detail}")
+            )
+        return out.decode(errors="replace")
+
+    async def _prepare(self) -> None:
+        if self._initialised:
+            return
+        if self._cache_dir is None:
+            self._cache_dir = await asyncio.to_thread(
+                tempfile.mkdtemp, prefix="infra-controller-git-"
+            )
+        await self._git("init", "--quiet", "--bare", ".")
+        self._initialised = True
+
+    async def fetch(self) -> SourceSnapshot:
+        await self._prepare()
+        ref = f"refs/heads/{self.location.branch}"
+        await self._git(
+            "fetch",
+            "--quiet",
+            "--depth=1",
+            "--no-tags",
+            "--force",
+            "--",
+            self.location.url,
+            f"+{ref}:{ref}",
+        )
+        commit = (await self._git("rev-parse", "--verify", f"{ref}^{{commit}}")).strip()
+        if self._last is not None and self._last.revision == commit:
+            return self._last  # the same commit: not parsed (nor reported) again
+        try:
+            text = await self._git("show", f"{commit}:{self.location.path}")
+        except SourceUnavailable:
+            snapshot = SourceSnapshot(
+                revision=commit,
+                loaded=None,
+                problems=[
+                    Problem(
+                        self.location.path,
+                        1,
+                        1,
+                        f"not found in commit {commit[:12]} of branch {self.location.branch}",
+                    )
+                ],
+            )
+        else:
+            try:
+                snapshot = SourceSnapshot(commit, parse_desired_state(text, self.location.path))
+            except InvalidDesiredState as exc:
+                snapshot = SourceSnapshot(revision=commit, loaded=None, problems=exc.problems)
+        self._last = snapshot
+        return snapshot
+
+    async def watch(self, notify: object) -> None:
+        """A remote is not watched: it is polled every interval, or pushed through the webhook."""
+        await asyncio.Event().wait()
+
+    def close(self) -> None:
+        if self._owns_cache and self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)

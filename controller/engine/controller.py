@@ -1,0 +1,212 @@
+"""The controller: the engine's parts put together, and the one surface the CLI, the HTTP API,
+the sandbox and the tests use (triggers, one pass, the daemon loop, the published snapshot).
+
+Each part has one job: the desired-state tracker fetches and keeps the last valid revision, the
+pass engine observes, decides and acts, the reporter reports, the scheduler paces the passes,
+the state memory persists. This class only sequences them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+
+import structlog
+
+from controller.core.clock import Clock
+from controller.core.durations import format_duration
+from controller.core.settings import Settings
+from controller.desired.tracker import DesiredStateTracker
+from controller.engine.memory import StateMemory
+from controller.engine.metrics import ControllerMetrics
+from controller.engine.pass_engine import PassEngine, PassOptions
+from controller.engine.passes import PassReport, PassRequest
+from controller.engine.reporter import Reporter
+from controller.engine.scheduler import Scheduler
+from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
+
+log = structlog.get_logger("infra_controller")
+
+# on shutdown, Terraform processes get this long to stop after their one SIGINT
+RUNNER_STOP_GRACE_SECONDS = 3.0
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: DesiredStateTracker,
+        engine: PassEngine,
+        memory: StateMemory,
+        reporter: Reporter,
+        metrics: ControllerMetrics,
+        clock: Clock,
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self._tracker = tracker
+        self._engine = engine
+        self._memory = memory
+        self._reporter = reporter
+        self._closers = closers
+        self._scheduler = Scheduler(self._scheduled_pass, clock, settings.interval)
+        self._pass_lock = asyncio.Lock()
+        self._snapshot = Snapshot(tracker.view(), settings.dry_run, clock.now())
+
+    # ---- what readers see ----
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def knows(self, name: str) -> bool:
+        return name in self._snapshot.desired.environments
+
+    def healthy(self) -> bool:
+        """A pass completed within 3 intervals (or the controller started less than 3 ago)."""
+        last = self._snapshot.last_pass_completed_at or self._snapshot.started_at
+        return self.clock.now() - last <= 3 * self.settings.interval
+
+    def ready(self) -> bool:
+        return self._snapshot.revision is not None
+
+    # ---- triggers ----
+
+    def request_pass(self, request: PassRequest) -> None:
+        self._scheduler.request(request)
+
+    def request_wake(self, name: str) -> str | None:
+        """Ask for a wake; returns why it is refused, or None when accepted (202)."""
+        desired = self._tracker.desired
+        if desired is None or name not in desired.environments:
+            return "unknown environment"
+        spec = desired.environments[name]
+        if spec.service is None or spec.idle is None:
+            return "the environment has no service with an idle policy"
+        if spec.power == "off":
+            return "the environment's power is off"
+        if spec.suspend:
+            return "the environment is suspended"
+        self._engine.runtime(name).wakes_requested += 1
+        log.info("wake requested", environment=name, revision=self._tracker.revision)
+        self._publish()
+        self.request_pass(PassRequest(due_now=frozenset({name})))
+        return None
+
+    def request_retry(self, name: str | None) -> str | None:
+        """`POST /reconcile`: a pass now, failed runs of `name` (or all) retried at once."""
+        if name is not None and not self.knows(name):
+            return "unknown environment"
+        log.info("pass requested through the API", target=name or "all environments")
+        retry = frozenset({name}) if name else frozenset()
+        self.request_pass(PassRequest(fetch_now=True, retry=retry, retry_all=name is None))
+        return None
+
+    # ---- passes ----
+
+    async def refresh_desired_state(self) -> Snapshot:
+        """Fetch the desired state now (the CLI does before its first pass)."""
+        refresh = await self._tracker.refresh(self.clock.now(), force=True)
+        self._reporter.desired_state(refresh, self._tracker.view())
+        self._publish()
+        return self._snapshot
+
+    async def reconcile_once(
+        self, request: PassRequest | None = None, act: bool = True, persist: bool = True
+    ) -> PassReport:
+        """One pass over every environment. `act=False` decides and logs only (plan)."""
+        request = request or PassRequest()
+        async with self._pass_lock:
+            reconcile_id = uuid.uuid4().hex[:12]
+            with (
+                structlog.contextvars.bound_contextvars(
+                    reconcile_id=reconcile_id, environment=None, revision=self._tracker.revision
+                ),
+                self._reporter.timed("pass"),
+            ):
+                report = await self._pass(reconcile_id, request, act, persist)
+            now = self.clock.now()
+            self._reporter.pass_completed(report.desired_state_valid and not report.failed, now)
+            self._publish(completed=True)
+            return report
+
+    async def _pass(
+        self, reconcile_id: str, request: PassRequest, act: bool, persist: bool
+    ) -> PassReport:
+        refresh = await self._tracker.refresh(self.clock.now(), force=request.fetch_now)
+        view = self._tracker.view()
+        self._reporter.desired_state(refresh, view)
+        structlog.contextvars.bind_contextvars(revision=view.revision)
+        desired = self._tracker.desired
+        if desired is None:
+            return PassReport(reconcile_id, view.revision, bool(view.valid))
+        options = PassOptions(
+            dry_run=self.settings.dry_run or not act,
+            pass_timeout=self.settings.effective_pass_timeout,
+        )
+        outcomes = await self._engine.run(desired, request, options, persist)
+        return PassReport(reconcile_id, view.revision, bool(view.valid), outcomes)
+
+    async def _scheduled_pass(self, request: PassRequest) -> None:
+        await self.reconcile_once(request)
+
+    def _publish(self, completed: bool = False) -> None:
+        desired = self._tracker.desired
+        environments = {
+            name: EnvironmentSnapshot.of(
+                spec, self._memory.record(name), self._engine.runtimes.get(name)
+            )
+            for name, spec in sorted((desired.environments if desired else {}).items())
+        }
+        previous = self._snapshot
+        self._snapshot = replace(
+            previous,
+            desired=self._tracker.view(),
+            environments=MappingProxyType(environments),
+            last_pass_completed_at=self.clock.now()
+            if completed
+            else previous.last_pass_completed_at,
+            passes_completed=previous.passes_completed + (1 if completed else 0),
+        )
+
+    # ---- the daemon ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pass, wait interval +-5 % (or a trigger), repeat, until `stop` is set; then stop the
+        Terraform runs this process started (one SIGINT each)."""
+        log.info(
+            "controller started",
+            interval=format_duration(self.settings.interval),
+            dry_run=self.settings.dry_run,
+            source=self._tracker.source.description,
+        )
+        try:
+            await self._scheduler.run(stop, self._watch_source)
+        finally:
+            await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
+        log.info("controller stopped")
+
+    async def _watch_source(self) -> None:
+        def changed() -> None:
+            log.info("desired state changed", source=self._tracker.source.description)
+            self.request_pass(PassRequest(fetch_now=True))
+
+        try:
+            await self._tracker.watch(changed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # without a watcher the interval still picks changes up
+            log.warning("watching the desired state stopped", error=str(exc))
+
+    async def close(self, stop_runs: bool = False) -> None:
+        """Release clients and caches. `stop_runs`: also stop Terraform runs in flight (a
+        one-shot command leaves them running: the next pass reads their outcome)."""
+        if stop_runs:
+            await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
+        for closer in self._closers:
+            await closer()
+        self._tracker.source.close()

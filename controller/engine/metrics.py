@@ -1,0 +1,127 @@
+"""Prometheus metrics of contract section 7, on a registry owned by one controller instance."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from controller.core.records import POWER_STATES
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_total = Counter(
+            "infra_controller_reconcile",
+            "Reconciliations by environment, reconciler and result (success/error/skipped).",
+            ["environment", "reconciler", "result"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "infra_controller_reconcile_duration_seconds",
+            "Time spent reconciling, by reconciler (`pass` is a whole pass).",
+            ["reconciler"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.last_successful_reconcile = Gauge(
+            "infra_controller_last_successful_reconcile_timestamp_seconds",
+            "Unix time of the end of the last pass in which no environment failed.",
+            registry=r,
+        )
+        self.desired_state_valid = Gauge(
+            "infra_controller_desired_state_valid",
+            "1 when the latest desired state validated, 0 when it did not.",
+            registry=r,
+        )
+        self.desired_state_info = Gauge(
+            "infra_controller_desired_state_info",
+            "1, labelled with the revision of the desired state in force.",
+            ["revision"],
+            registry=r,
+        )
+        self.desired_state_fetches = Counter(
+            "infra_controller_desired_state_fetches",
+            "Reads of the desired-state source (file or git) by outcome (success/error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.power_state = Gauge(
+            "infra_controller_power_state",
+            "1 for the environment's current power state, 0 for the others.",
+            ["environment", "state"],
+            registry=r,
+        )
+        self.service_desired_count = Gauge(
+            "infra_controller_service_desired_count",
+            "The ECS service's desiredCount as last observed.",
+            ["environment"],
+            registry=r,
+        )
+        self.service_running_count = Gauge(
+            "infra_controller_service_running_count",
+            "The ECS service's runningCount as last observed.",
+            ["environment"],
+            registry=r,
+        )
+        self.service_active = Gauge(
+            "infra_controller_service_active",
+            "1 when the service is awake (desiredCount > 0), 0 when scaled to zero.",
+            ["environment"],
+            registry=r,
+        )
+        self.seconds_since_last_request = Gauge(
+            "infra_controller_seconds_since_last_request",
+            "Seconds since the end of the last minute with an ALB request (a lower bound when "
+            "no request was seen since the controller started).",
+            ["environment"],
+            registry=r,
+        )
+        self.actions_total = Counter(
+            "infra_controller_actions",
+            "Changes made to AWS, by environment and action.",
+            ["environment", "action"],
+            registry=r,
+        )
+        self.terraform_runs_total = Counter(
+            "infra_controller_terraform_runs",
+            "Terraform runs by environment, operation and outcome.",
+            ["environment", "operation", "outcome"],
+            registry=r,
+        )
+        self.terraform_run_duration = Histogram(
+            "infra_controller_terraform_run_duration_seconds",
+            "Duration of finished Terraform runs, by operation and outcome.",
+            ["operation", "outcome"],
+            buckets=(30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200),
+            registry=r,
+        )
+        self.aws_api_calls_total = Counter(
+            "infra_controller_aws_api_calls",
+            "AWS API calls by service, operation and outcome (success/throttled/error).",
+            ["service", "operation", "outcome"],
+            registry=r,
+        )
+
+    def count_aws_call(self, service: str, operation: str, outcome: str) -> None:
+        self.aws_api_calls_total.labels(service, operation, outcome).inc()
+
+    def set_power_state(self, environment: str, state: str) -> None:
+        for candidate in POWER_STATES:
+            self.power_state.labels(environment, candidate).set(1 if candidate == state else 0)
+
+    def forget_environment(self, environment: str) -> None:
+        """Drop the per-environment series of an environment that left the desired state."""
+        for gauge in (
+            self.service_desired_count,
+            self.service_running_count,
+            self.service_active,
+            self.seconds_since_last_request,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(environment)
+        for state in POWER_STATES:
+            with contextlib.suppress(KeyError):
+                self.power_state.remove(environment, state)

@@ -1,0 +1,278 @@
+"""The pass engine: one pass over every environment of the desired state in force.
+
+Observe (the observers' facts, then every reconciler's batched reads, concurrently), decide
+(each environment's reconcilers in their declared order, each seeing the facts the previous
+ones published), act (the decided changes, in the same order). Environments are reconciled
+concurrently and isolated: a failure, an exception or a timeout in one is recorded and backed
+off without touching the others. The engine knows no policy by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from controller.core.aws import NoRegion
+from controller.core.clock import Clock
+from controller.core.desired_state import DesiredState
+from controller.core.state_store import StoreConflict
+from controller.engine.cloudwatch import ServiceCount
+from controller.engine.memory import StateMemory
+from controller.engine.passes import EnvironmentOutcome, PassRequest
+from controller.engine.reporter import Reporter
+from controller.engine.runtime import EnvironmentRuntime, Result
+from reconcilers.interface import (
+    Decision,
+    EnvironmentContext,
+    Observer,
+    Reconciler,
+    Unobserved,
+)
+
+log = structlog.get_logger("infra_controller")
+
+AnyReconciler = Reconciler[Any, Any]
+Observations = dict[str, tuple[Mapping[str, Any], str]]  # reconciler -> (by name, why missing)
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    dry_run: bool  # decide and log, change nothing
+    pass_timeout: timedelta
+
+
+class PassEngine:
+    def __init__(
+        self,
+        observers: Sequence[Observer],
+        reconcilers: Sequence[AnyReconciler],
+        memory: StateMemory,
+        reporter: Reporter,
+        clock: Clock,
+        resolve_region: Callable[[str | None], str],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.observers = list(observers)
+        self.reconcilers = list(reconcilers)
+        self.memory = memory
+        self.reporter = reporter
+        self.clock = clock
+        self._region = resolve_region
+        self._rng = rng or random.Random()
+        self.runtimes: dict[str, EnvironmentRuntime] = {}
+
+    @property
+    def reconciler_names(self) -> list[str]:
+        return [r.name for r in self.reconcilers]
+
+    def runtime(self, name: str) -> EnvironmentRuntime:
+        return self.runtimes.setdefault(name, EnvironmentRuntime())
+
+    async def close(self, grace_seconds: float) -> None:
+        """Shutdown: every reconciler stops what it runs between passes."""
+        for reconciler in self.reconcilers:
+            await reconciler.close(grace_seconds)
+
+    async def run(
+        self, desired: DesiredState, request: PassRequest, options: PassOptions, persist: bool
+    ) -> dict[str, EnvironmentOutcome]:
+        await self.memory.ensure_loaded()
+        self._forget_removed(desired)
+        now = self.clock.now()
+        contexts, outcomes = self._contexts(desired, request, options.dry_run, now)
+        deadline = asyncio.get_running_loop().time() + options.pass_timeout.total_seconds()
+        with self.reporter.timed("observe"):
+            contexts = await self._gather_facts(contexts, now, deadline)
+            observations = await self._observe(contexts, now, deadline)
+        results = await asyncio.gather(
+            *(self._environment(c, observations, now, deadline, options) for c in contexts)
+        )
+        outcomes.update(zip((c.name for c in contexts), results, strict=True))
+        if not options.dry_run:
+            await self.reporter.publish_service_metrics(self._service_counts(contexts), now)
+        if persist:
+            await self.memory.flush()
+        return outcomes
+
+    def _contexts(
+        self, desired: DesiredState, request: PassRequest, dry_run: bool, now: datetime
+    ) -> tuple[list[EnvironmentContext], dict[str, EnvironmentOutcome]]:
+        """The environments due in this pass; the others' outcomes (backing off, no region)."""
+        contexts: list[EnvironmentContext] = []
+        outcomes: dict[str, EnvironmentOutcome] = {}
+        for name, spec in desired.environments.items():
+            runtime = self.runtimes.setdefault(name, EnvironmentRuntime())
+            due = request.retries(name) or name in request.due_now or spec != runtime.spec
+            if runtime.backing_off(now) and not due:
+                assert runtime.retry_at is not None
+                self.reporter.skipped(
+                    name, self.reconciler_names, runtime.failures, runtime.retry_at - now
+                )
+                outcomes[name] = EnvironmentOutcome("skipped", facts=runtime.facts)
+                continue
+            runtime.spec = spec
+            try:
+                region = self._region(spec.region)
+            except NoRegion as exc:
+                outcomes[name] = self._failed(name, runtime, now, str(exc))
+                continue
+            contexts.append(
+                EnvironmentContext(
+                    name=name,
+                    spec=spec,
+                    region=region,
+                    record=self.memory.record(name),
+                    wake_requested=runtime.wake_pending,
+                    retry_now=request.retries(name),
+                    dry_run=dry_run,
+                )
+            )
+        return contexts, outcomes
+
+    async def _gather_facts(
+        self, contexts: list[EnvironmentContext], now: datetime, deadline: float
+    ) -> list[EnvironmentContext]:
+        for observer in self.observers:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    facts = await observer.observe(contexts, now)
+            except TimeoutError:
+                log.error("observation timed out", observer=observer.name)
+                facts = {c.name: observer.unobserved(c, "observation timed out") for c in contexts}
+            contexts = [replace(c, facts=facts.get(c.name, c.facts)) for c in contexts]
+        return contexts
+
+    async def _observe(
+        self, contexts: list[EnvironmentContext], now: datetime, deadline: float
+    ) -> Observations:
+        async def observe(reconciler: AnyReconciler) -> tuple[Mapping[str, Any], str]:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await reconciler.observe(contexts, now), "not observed"
+            except TimeoutError:
+                log.error("observation timed out", reconciler=reconciler.name)
+                return {}, "observation timed out"
+            except Exception as exc:  # unknown for these environments, never a reason to act
+                log.exception("observation failed", reconciler=reconciler.name, error=str(exc))
+                return {}, f"observation failed: {exc}"
+
+        answers = await asyncio.gather(*(observe(r) for r in self.reconcilers))
+        return {r.name: answer for r, answer in zip(self.reconcilers, answers, strict=True)}
+
+    async def _environment(
+        self,
+        context: EnvironmentContext,
+        observations: Observations,
+        now: datetime,
+        deadline: float,
+        options: PassOptions,
+    ) -> EnvironmentOutcome:
+        runtime = self.runtimes[context.name]
+        with structlog.contextvars.bound_contextvars(environment=context.name):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._reconcile(context, runtime, observations, now, options)
+            except TimeoutError:
+                return self._failed(context.name, runtime, now, "timed out")
+            except StoreConflict as exc:
+                log.warning("state store conflict: another controller acted; re-reading")
+                return self._failed(context.name, runtime, now, str(exc))
+            except Exception as exc:  # one environment's failure never fails another
+                log.exception("reconcile failed", error=str(exc))
+                return self._failed(context.name, runtime, now, str(exc))
+
+    async def _reconcile(
+        self,
+        context: EnvironmentContext,
+        runtime: EnvironmentRuntime,
+        observations: Observations,
+        now: datetime,
+        options: PassOptions,
+    ) -> EnvironmentOutcome:
+        wakes_seen = runtime.wakes_requested
+        decisions: list[tuple[str, Decision]] = []
+        for reconciler in self.reconcilers:
+            found, missing = observations[reconciler.name]
+            observation = found.get(context.name, Unobserved(missing))
+            decision = reconciler.decide(context, observation, now)
+            decisions.append((reconciler.name, decision))
+            context = context.after(decision)
+        self.reporter.decided(decisions, context.facts, options.dry_run)
+        if any(d.satisfies_wake for _, d in decisions):
+            runtime.wakes_satisfied = max(runtime.wakes_satisfied, wakes_seen)
+        for reconciler, (_, decision) in zip(self.reconcilers, decisions, strict=True):
+            self.reporter.events(context.name, decision.events)
+            if decision.changes_aws and not options.dry_run:
+                context = await self._act(reconciler, context, decision, runtime, now)
+        self.memory.update(context.name, context.record)
+        runtime.decisions = tuple(decisions)
+        runtime.merge_facts(context.facts)
+        by_reconciler: dict[str, Result] = {
+            name: "error" if decision.unknown else "success" for name, decision in decisions
+        }
+        error = next((d.reason for _, d in decisions if d.unknown), None)
+        result: Result = "error" if error is not None else "success"
+        self._note_result(context.name, runtime, by_reconciler, error, now)
+        return EnvironmentOutcome(result, runtime.decisions, runtime.facts, error)
+
+    async def _act(
+        self,
+        reconciler: AnyReconciler,
+        context: EnvironmentContext,
+        decision: Decision,
+        runtime: EnvironmentRuntime,
+        now: datetime,
+    ) -> EnvironmentContext:
+        self.reporter.changing(decision)
+        with self.reporter.timed(f"{reconciler.name}_act"):
+            outcome = await reconciler.act(context, decision, now)
+        self.reporter.acted(context.name, decision, outcome)
+        self.reporter.events(context.name, outcome.events)
+        if outcome.performed and outcome.last_action is not None:
+            runtime.last_action = outcome.last_action
+        return context.after(outcome)
+
+    def _failed(
+        self, name: str, runtime: EnvironmentRuntime, now: datetime, error: str
+    ) -> EnvironmentOutcome:
+        by_reconciler: dict[str, Result] = {r.name: "error" for r in self.reconcilers}
+        self._note_result(name, runtime, by_reconciler, error, now)
+        return EnvironmentOutcome("error", facts=runtime.facts, error=error)
+
+    def _note_result(
+        self,
+        name: str,
+        runtime: EnvironmentRuntime,
+        by_reconciler: dict[str, Result],
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        result: Result = "error" if "error" in by_reconciler.values() else "success"
+        retry_in = runtime.note_result(result, error, now, self._rng)
+        self.reporter.result(name, by_reconciler, error, runtime.failures, retry_in)
+        self.reporter.facts(name, runtime.facts, now)
+
+    def _forget_removed(self, desired: DesiredState) -> None:
+        """An environment gone from the desired state is left as it is: never destroyed."""
+        for name in sorted(set(self.runtimes) | self.memory.tracked()):
+            if name not in desired.environments:
+                managed = name in self.runtimes or self.memory.was_stored(name)
+                self.reporter.removed(name, was_managed=managed)
+                self.runtimes.pop(name, None)
+                self.memory.forget(name)
+
+    def _service_counts(self, contexts: Sequence[EnvironmentContext]) -> list[ServiceCount]:
+        counts = []
+        for context in contexts:
+            service, spec = self.runtimes[context.name].facts.service, context.spec.service
+            if spec is not None and service is not None and service.exists:
+                counts.append(
+                    ServiceCount(context.region, spec.cluster, spec.name, service.desired_count)
+                )
+        return counts

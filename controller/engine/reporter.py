@@ -1,0 +1,226 @@
+"""The reporter: everything the engine tells the outside world about a pass, in one place.
+
+Prometheus metrics, the `decision` line of each environment, the `aws change` line before each
+change, the lines of the events the policies produce, and the CloudWatch custom metrics. The
+engine decides and acts; it never formats a log line or touches a metric itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from controller.core.durations import format_duration
+from controller.desired.tracker import DesiredStateView, Refresh
+from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
+from controller.engine.metrics import ControllerMetrics
+from controller.engine.passes import summarise
+from controller.engine.runtime import Result
+from reconcilers.interface import ActOutcome, Decision, EnvironmentFacts, Event
+
+log = structlog.get_logger("infra_controller")
+
+
+class Reporter:
+    def __init__(
+        self, metrics: ControllerMetrics, publisher: ServiceMetricsPublisher | None = None
+    ) -> None:
+        self.metrics = metrics
+        self._publisher = publisher
+
+    # ---- the desired state ----
+
+    def desired_state(self, refresh: Refresh, view: DesiredStateView) -> None:
+        keeping = view.revision or "nothing: no valid desired state yet"
+        if refresh.outcome == "unavailable":
+            self.metrics.desired_state_fetches.labels("error").inc()
+            log.error(
+                "desired state source unavailable",
+                error=refresh.error,
+                failures=refresh.failures,
+                retry_in=format_duration(refresh.retry_in or timedelta(0)),
+                keeping=keeping,
+            )
+            return
+        if refresh.outcome == "backing_off":
+            return
+        self.metrics.desired_state_fetches.labels("success").inc()
+        if refresh.outcome == "loaded" and refresh.new:
+            log.info(
+                "desired state loaded",
+                source=view.source,
+                revision=refresh.revision,
+                environments=sorted(view.environments),
+            )
+            self.metrics.desired_state_info.clear()
+            self.metrics.desired_state_info.labels(refresh.revision).set(1)
+        if refresh.outcome == "invalid" and refresh.new:
+            # an invalid revision is reported once, not every interval
+            for problem in refresh.problems:
+                log.error(
+                    "desired state invalid",
+                    problem=str(problem),
+                    attempted_revision=refresh.revision,
+                    keeping=keeping,
+                )
+        self.metrics.desired_state_valid.set(1 if view.valid else 0)
+
+    def timed(self, step: str) -> AbstractContextManager[None]:
+        """Time a step of the pass in `infra_controller_reconcile_duration_seconds`."""
+        timer: AbstractContextManager[None] = self.metrics.reconcile_duration.labels(step).time()
+        return timer
+
+    # ---- one environment's pass ----
+
+    def skipped(
+        self, name: str, reconcilers: Sequence[str], failures: int, retry_in: timedelta
+    ) -> None:
+        for reconciler in reconcilers:
+            self.metrics.reconcile_total.labels(name, reconciler, "skipped").inc()
+        log.info(
+            "decision",
+            environment=name,
+            action="none",
+            reason=f"backing off after {failures} failure(s); retry in {format_duration(retry_in)}",
+        )
+
+    def decided(
+        self, decisions: Sequence[tuple[str, Decision]], facts: EnvironmentFacts, dry_run: bool
+    ) -> None:
+        action, reason = summarise(decisions)
+        detail: dict[str, Any] = {}
+        for reconciler, decision in decisions:
+            detail[f"{reconciler}_action"] = decision.action
+            detail[f"{reconciler}_reason"] = decision.reason
+        log.info(
+            "decision",
+            action=action,
+            reason=reason,
+            power_state=facts.power_state,
+            **detail,
+            observed_desired_count=facts.service.desired_count if facts.service else None,
+            dry_run=dry_run,
+        )
+
+    def changing(self, decision: Decision) -> None:
+        """Logged before every change to AWS, with its reason."""
+        log.info("aws change", action=decision.action, reason=decision.reason, **decision.change)
+
+    def acted(self, name: str, decision: Decision, outcome: ActOutcome) -> None:
+        if outcome.performed:
+            self.metrics.actions_total.labels(name, decision.action).inc()
+
+    def events(self, name: str, events: Sequence[Event]) -> None:
+        for event in events:
+            handler = _EVENT_HANDLERS.get(event.kind)
+            if handler is not None:
+                handler(self.metrics, name, event)
+
+    def result(
+        self,
+        name: str,
+        by_reconciler: dict[str, Result],
+        error: str | None,
+        failures: int,
+        retry_in: timedelta | None,
+    ) -> None:
+        for reconciler, outcome in by_reconciler.items():
+            self.metrics.reconcile_total.labels(name, reconciler, outcome).inc()
+        if retry_in is not None:
+            log.warning(
+                "environment failed",
+                error=error,
+                failures=failures,
+                retry_in=format_duration(retry_in),
+                environment=name,
+            )
+
+    def facts(self, name: str, facts: EnvironmentFacts, now: datetime) -> None:
+        if facts.power_state is not None:
+            self.metrics.set_power_state(name, facts.power_state)
+        if facts.service is not None:
+            self.metrics.service_desired_count.labels(name).set(facts.service.desired_count)
+            self.metrics.service_running_count.labels(name).set(facts.service.running_count)
+            self.metrics.service_active.labels(name).set(1 if facts.service.awake else 0)
+        if facts.last_request_at is not None:
+            self.metrics.seconds_since_last_request.labels(name).set(
+                max(0.0, (now - facts.last_request_at).total_seconds())
+            )
+
+    def removed(self, name: str, was_managed: bool) -> None:
+        if was_managed:
+            log.warning(
+                "environment removed from the desired state: no longer managed, left as it is",
+                environment=name,
+            )
+        self.metrics.forget_environment(name)
+
+    # ---- the whole pass ----
+
+    def pass_completed(self, succeeded: bool, now: datetime) -> None:
+        if succeeded:
+            self.metrics.last_successful_reconcile.set(now.timestamp())
+
+    async def publish_service_metrics(self, counts: Sequence[ServiceCount], now: datetime) -> None:
+        if self._publisher is None or not counts:
+            return
+        try:
+            await self._publisher.publish(counts, now)
+        except Exception as exc:  # reporting must never fail a pass
+            log.warning("publishing CloudWatch metrics failed", error=str(exc))
+
+
+# ---- events: their log lines and the metrics counted from them ----
+
+
+def _power_state_changed(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    log.info(
+        "power state changed", previous=event.from_state, state=event.to_state, reason=event.reason
+    )
+
+
+def _run_started(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    a = event.attributes
+    log.info(
+        "terraform run started",
+        operation=a["operation"],
+        run_id=a["run_id"],
+        logs_url=a["logs_url"],
+    )
+
+
+def _run_finished(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    a = event.attributes
+    operation, outcome = str(a["operation"]), str(a["outcome"])
+    duration = float(a["duration_seconds"] or 0.0)
+    metrics.terraform_runs_total.labels(name, operation, outcome).inc()
+    metrics.terraform_run_duration.labels(operation, outcome).observe(duration)
+    emit = log.info if outcome == "succeeded" else log.error
+    emit(
+        "terraform run finished",
+        operation=operation,
+        outcome=outcome,
+        run_id=a["run_id"],
+        detail=event.reason,
+        duration=format_duration(duration),
+    )
+
+
+def _run_not_started(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    operation = str(event.attributes["operation"])
+    metrics.terraform_runs_total.labels(name, operation, "not_started").inc()
+    log.error("terraform run could not start", operation=operation, error=event.reason)
+
+
+_EVENT_HANDLERS: dict[str, Callable[[ControllerMetrics, str, Event], None]] = {
+    "power_state_changed": _power_state_changed,
+    "run_started": _run_started,
+    "run_succeeded": _run_finished,
+    "run_failed": _run_finished,
+    "run_not_started": _run_not_started,
+    # scaled_to_zero and woken: the `aws change` line before the change already says it
+}

@@ -1,0 +1,112 @@
+"""The one place that builds a controller from its settings: the CLI, the sandbox, the
+benchmarks and the tests all call `build_controller`.
+
+The registered observers and reconcilers are listed here, in the order they run. Adding a policy
+is writing its module in `reconcilers/` and adding it to `_reconcilers` below.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from controller.core.aws import AwsClients
+from controller.core.clock import Clock, SystemClock
+from controller.core.settings import Settings
+from controller.core.state_store import StateStore, open_state_store
+from controller.desired.file_source import FileSource
+from controller.desired.git_source import GitCredentials, GitSource, parse_git_location
+from controller.desired.source import DesiredStateSource
+from controller.desired.tracker import DesiredStateTracker
+from controller.engine.cloudwatch import ServiceMetricsPublisher
+from controller.engine.controller import Controller
+from controller.engine.memory import StateMemory
+from controller.engine.metrics import ControllerMetrics
+from controller.engine.pass_engine import AnyReconciler, PassEngine
+from controller.engine.reporter import Reporter
+from reconcilers.idle.reconciler import IdleReconciler
+from reconcilers.interface import Observer
+from reconcilers.power.reconciler import PowerReconciler
+from reconcilers.services import ServiceObserver
+from reconcilers.terraform.cli_runner import CliRunner
+from reconcilers.terraform.codebuild_runner import CodeBuildRunner
+from reconcilers.terraform.runner import TerraformRunner
+
+
+@dataclass(frozen=True)
+class IdleTuning:
+    """The resolution of the idle policy's metric reads (the sandbox uses 10 s buckets)."""
+
+    metric_period: timedelta = timedelta(minutes=1)
+    lookback_margin: timedelta = timedelta(minutes=10)
+
+
+def open_source(location: str, settings: Settings) -> DesiredStateSource:
+    """A file path, or a `git+...` URL (raises ValueError for a malformed one)."""
+    if not location.startswith("git+"):
+        return FileSource(location)
+    credentials = GitCredentials(
+        token=settings.git_token.get_secret_value() if settings.git_token else None,
+        username=settings.git_username,
+        ssh_key=settings.git_ssh_key,
+        known_hosts=settings.git_known_hosts,
+    )
+    return GitSource(
+        parse_git_location(location), credentials, timeout=settings.git_timeout.total_seconds()
+    )
+
+
+def _observers(aws: AwsClients) -> list[Observer]:
+    return [ServiceObserver(aws)]
+
+
+def _reconcilers(
+    settings: Settings, aws: AwsClients, memory: StateMemory, idle: IdleTuning
+) -> list[AnyReconciler]:
+    """The policies, in the order they decide for each environment: power first, so that the
+    idle policy sees the power state of the same pass."""
+    runners: dict[str, TerraformRunner] = {
+        "codebuild": CodeBuildRunner(aws),
+        "cli": CliRunner(settings.runs_dir),
+    }
+    return [
+        PowerReconciler(runners, memory),
+        IdleReconciler(aws, idle.metric_period, idle.lookback_margin),
+    ]
+
+
+def build_controller(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    source: DesiredStateSource | None = None,
+    store: StateStore | None = None,
+    idle: IdleTuning | None = None,
+    aws_max_attempts: int = 5,
+    rng: random.Random | None = None,
+) -> Controller:
+    """A controller for `settings`; the keyword arguments replace one part (tests, sandbox).
+
+    Raises ValueError for a malformed desired-state location and StateStoreError for a
+    malformed state store URL.
+    """
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    metrics = ControllerMetrics()
+    aws = AwsClients(settings.aws_region, metrics.count_aws_call, max_attempts=aws_max_attempts)
+    memory = StateMemory(store or open_state_store(settings.state_store, aws))
+    reporter = Reporter(metrics, ServiceMetricsPublisher(aws, settings.cloudwatch_namespace))
+    engine = PassEngine(
+        _observers(aws),
+        _reconcilers(settings, aws, memory, idle or IdleTuning()),
+        memory,
+        reporter,
+        clock,
+        aws.region,
+        rng,
+    )
+    tracker = DesiredStateTracker(source or open_source(settings.desired_state, settings), rng)
+    return Controller(
+        settings, tracker, engine, memory, reporter, metrics, clock, closers=(aws.close,)
+    )

@@ -1,0 +1,227 @@
+"""The idle policy's I/O: batched reads of the ALB metrics, and setting the desiredCount.
+
+Per region and pass, one GetMetricData for every environment's query (500 a call). Each
+environment reads only the metric its decision needs: RequestCount while awake,
+HTTPCode_ELB_503_Count while asleep with `wake: on-request`, nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from controller.core.aws import AwsClients, AwsError, chunks
+from controller.core.clock import utc_iso
+from reconcilers.idle.decision import (
+    Activity,
+    ActivityReading,
+    IdleDecision,
+    after_scaling,
+    decide_in_context,
+    needs_activity,
+)
+from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobserved
+
+GET_METRIC_DATA_BATCH = 500
+ALB_NAMESPACE = "AWS/ApplicationELB"
+METRICS = {"requests": "RequestCount", "rejected": "HTTPCode_ELB_503_Count"}
+
+
+@dataclass(frozen=True)
+class _Query:
+    id: str
+    environment: str
+    kind: Literal["requests", "rejected"]
+    body: dict[str, Any]
+
+
+class IdleReconciler:
+    name = "idle"
+
+    def __init__(
+        self,
+        aws: AwsClients,
+        metric_period: timedelta = timedelta(minutes=1),
+        lookback_margin: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self._aws = aws
+        self.metric_period = metric_period
+        self.lookback_margin = lookback_margin
+
+    async def observe(
+        self, contexts: Sequence[EnvironmentContext], now: datetime
+    ) -> Mapping[str, ActivityReading]:
+        readings: dict[str, ActivityReading] = {}
+        by_region: dict[str, list[EnvironmentContext]] = defaultdict(list)
+        for context in contexts:
+            readings[context.name] = ActivityReading()
+            service = context.facts.service
+            if service is None or needs_activity(context.spec, service) is None:
+                continue
+            if context.facts.load_balancer_error is not None:
+                readings[context.name] = ActivityReading(error=context.facts.load_balancer_error)
+                continue
+            if not service.load_balancers:
+                readings[context.name] = ActivityReading(
+                    error="the service has no load balancer: its activity cannot be observed"
+                )
+                continue
+            by_region[context.region].append(context)
+        for answer in await asyncio.gather(
+            *(self._read_region(region, group, now) for region, group in by_region.items())
+        ):
+            readings.update(answer)
+        return readings
+
+    def decide(
+        self, context: EnvironmentContext, observation: ActivityReading | Unobserved, now: datetime
+    ) -> IdleDecision:
+        if isinstance(observation, Unobserved):
+            observation = ActivityReading(error=observation.reason)
+        return decide_in_context(context, observation, now)
+
+    async def act(
+        self, context: EnvironmentContext, decision: IdleDecision, now: datetime
+    ) -> ActOutcome:
+        """Set the service's desiredCount (setting the same count twice is harmless)."""
+        service, count = context.spec.service, decision.desired_count
+        assert service is not None and count is not None
+        await self._aws.call(
+            "ecs",
+            "UpdateService",
+            context.region,
+            cluster=service.cluster,
+            service=service.name,
+            desiredCount=count,
+        )
+        facts = context.facts
+        if facts.service is not None:
+            facts = replace(facts, service=replace(facts.service, desired_count=count))
+        kind = "scaled_to_zero" if decision.action == "scale_to_zero" else "woken"
+        return ActOutcome(
+            record=replace(
+                context.record, idle=after_scaling(context.record.idle, decision.action, now)
+            ),
+            facts=facts,
+            events=(Event(kind, decision.reason, attributes={"desired_count": count}),),
+            last_action={
+                "action": decision.action,
+                "reason": decision.reason,
+                "desired_count": count,
+                "at": utc_iso(now),
+            },
+        )
+
+    async def close(self, grace_seconds: float) -> None:
+        """Nothing runs between passes."""
+
+    # ---- reading the metrics ----
+
+    def _window_start(self, context: EnvironmentContext, now: datetime) -> datetime:
+        assert context.spec.idle is not None
+        start = now - context.spec.idle.after - self.lookback_margin
+        period = self.metric_period.total_seconds()
+        return datetime.fromtimestamp(start.timestamp() // period * period, tz=now.tzinfo)
+
+    def _queries(self, context: EnvironmentContext) -> list[_Query]:
+        service = context.facts.service
+        assert service is not None
+        kind = needs_activity(context.spec, service)
+        assert kind is not None
+        if kind == "requests":
+            dimensions = [
+                [{"Name": "LoadBalancer", "Value": lb}, {"Name": "TargetGroup", "Value": tg}]
+                for tg in service.target_groups
+                for lb in service.load_balancers
+            ]
+        else:
+            dimensions = [[{"Name": "LoadBalancer", "Value": lb}] for lb in service.load_balancers]
+        return [
+            _Query("", context.name, kind, self._stat(METRICS[kind], dims)) for dims in dimensions
+        ]
+
+    async def _read_region(
+        self, region: str, contexts: list[EnvironmentContext], now: datetime
+    ) -> dict[str, ActivityReading]:
+        queries = [
+            replace(query, id=f"q{index}")
+            for index, query in enumerate(q for c in contexts for q in self._queries(c))
+        ]
+        starts = {c.name: self._window_start(c, now) for c in contexts}
+        series: dict[str, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
+        failed: dict[str, str] = {}
+        for batch in chunks(queries, GET_METRIC_DATA_BATCH):
+            try:
+                results = await self._metric_data(region, batch, min(starts.values()), now)
+            except AwsError as exc:
+                failed.update({q.environment: str(exc) for q in batch})
+                continue
+            for query in batch:
+                result = results.get(query.id)
+                if result is None or result.get("StatusCode") not in ("Complete", None):
+                    status = result and result.get("StatusCode")
+                    failed[query.environment] = f"GetMetricData {query.id}: {status}"
+                    continue
+                for ts, value in zip(
+                    result.get("Timestamps", []), result.get("Values", []), strict=False
+                ):
+                    series[query.environment][ts] += float(value)
+        readings: dict[str, ActivityReading] = {}
+        kinds = {q.environment: q.kind for q in queries}
+        for name, kind in kinds.items():
+            if name in failed:
+                readings[name] = ActivityReading(error=failed[name])
+                continue
+            points = tuple(sorted((t, v) for t, v in series[name].items() if t >= starts[name]))
+            readings[name] = ActivityReading(
+                Activity(
+                    window_start=starts[name],
+                    period=self.metric_period,
+                    requests=points if kind == "requests" else None,
+                    rejected=points if kind == "rejected" else None,
+                )
+            )
+        return readings
+
+    def _stat(self, metric: str, dimensions: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": ALB_NAMESPACE,
+                    "MetricName": metric,
+                    "Dimensions": dimensions,
+                },
+                "Period": int(self.metric_period.total_seconds()),
+                "Stat": "Sum",
+            },
+            "ReturnData": True,
+        }
+
+    async def _metric_data(
+        self, region: str, batch: Sequence[_Query], start: datetime, end: datetime
+    ) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        params: dict[str, Any] = {
+            "MetricDataQueries": [{"Id": q.id, **q.body} for q in batch],
+            "StartTime": start,
+            "EndTime": end,
+            "ScanBy": "TimestampAscending",
+        }
+        while True:
+            answer = await self._aws.call("cloudwatch", "GetMetricData", region, **params)
+            for result in answer.get("MetricDataResults", []):
+                entry = merged.setdefault(
+                    result["Id"], {"Timestamps": [], "Values": [], "StatusCode": "Complete"}
+                )
+                entry["Timestamps"] += result.get("Timestamps", [])
+                entry["Values"] += result.get("Values", [])
+                if result.get("StatusCode") not in ("Complete", "PartialData"):
+                    entry["StatusCode"] = result.get("StatusCode")
+            token = answer.get("NextToken")
+            if not token:
+                return merged
+            params["NextToken"] = token

@@ -1,0 +1,217 @@
+"""The power policy's I/O: poll the runs in flight, start a run (recorded first), stop runners.
+
+Never two runs for one environment: a run is written to the state store (a conditional write)
+*before* the runner starts it, with an idempotency token. A controller that crashed between the
+two finds the record on restart and asks the runner again with the same token, which returns
+the same run instead of starting another.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from controller.core.backoff import TERRAFORM_RETRY
+from controller.core.clock import utc_iso
+from controller.core.records import EnvironmentRecord, RunInfo, RunResult
+from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobserved
+from reconcilers.power.decision import PowerDecision, PowerObservation, decide_in_context
+from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll, TerraformRunner
+
+log = structlog.get_logger("infra_controller.power")
+
+
+class RecordWriter(Protocol):
+    """The engine's single write path to the state store (optimistic versioning)."""
+
+    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        """Write if nobody wrote since `record.version`; raises StoreConflict otherwise."""
+        ...
+
+
+@dataclass(frozen=True)
+class PolledRun:
+    status: RunStatus | None  # None: no run in flight, or its status is unknown (see error)
+    error: str | None = None
+    run: RunInfo | None = None  # the run as now known (its id filled in after a recovery)
+
+
+class PowerReconciler:
+    name = "power"
+
+    def __init__(self, runners: Mapping[str, TerraformRunner], writer: RecordWriter) -> None:
+        self.runners = runners
+        self._writer = writer
+
+    def _runner(self, name: str) -> TerraformRunner:
+        runner = self.runners.get(name)
+        if runner is None:
+            raise RunnerError(f"no runner named {name!r}")
+        return runner
+
+    async def observe(
+        self, contexts: Sequence[EnvironmentContext], now: datetime
+    ) -> Mapping[str, PolledRun]:
+        """The status of every run in flight, batched per runner. In a dry run (plan) an
+        unconfirmed start is never resumed: resuming it could start a run."""
+        results: dict[str, PolledRun] = {c.name: PolledRun(None) for c in contexts}
+        by_runner: dict[str, list[RunToPoll]] = defaultdict(list)
+        for context in contexts:
+            run = context.record.power.run
+            if run is None:
+                continue
+            spec = context.spec.terraform
+            if spec is None:
+                results[context.name] = PolledRun(None, "the terraform block was removed mid-run")
+                continue
+            if run.run_id is None:
+                if context.dry_run:
+                    results[context.name] = PolledRun(None, "a recorded run start is unconfirmed")
+                    continue
+                recovered = await self._recover_start(context, run)
+                if recovered is None:
+                    results[context.name] = PolledRun(None, "the recorded run could not be found")
+                    continue
+                run = recovered
+            by_runner[run.runner].append(RunToPoll(context.name, run, spec, context.region))
+        for runner_name, items in by_runner.items():
+            try:
+                statuses = await self._runner(runner_name).poll(items)
+            except RunnerError as exc:
+                statuses, error = {}, str(exc)
+            else:
+                error = "no answer for the run"
+            for item in items:
+                status = statuses.get(item.environment)
+                results[item.environment] = PolledRun(status, None if status else error, item.run)
+        return results
+
+    async def _recover_start(self, context: EnvironmentContext, run: RunInfo) -> RunInfo | None:
+        """A start recorded but not confirmed (the controller stopped in between): the same
+        token finds the run if it was started, or starts it once if it was not."""
+        spec = context.spec.terraform
+        assert spec is not None
+        log.warning(
+            "resuming a recorded run start",
+            environment=context.name,
+            token=run.token,
+            operation=run.operation,
+        )
+        try:
+            started = await self._runner(run.runner).start(
+                context.name, spec, context.region, run.operation, run.token
+            )
+        except RunnerError as exc:
+            log.error("cannot resume the recorded run", environment=context.name, error=str(exc))
+            return None
+        return replace(run, run_id=started.run_id, logs_url=started.logs_url)
+
+    def decide(
+        self, context: EnvironmentContext, observation: PolledRun | Unobserved, now: datetime
+    ) -> PowerDecision:
+        record = context.record.power
+        if isinstance(observation, Unobserved):
+            observed = PowerObservation(record, poll_error=observation.reason)
+        else:
+            if observation.run is not None and record.run != observation.run:
+                record = replace(record, run=observation.run)  # a recovered run id
+            observed = PowerObservation(record, observation.status, observation.error)
+        service = context.facts.service
+        if context.spec.service is not None and service is not None:
+            observed = replace(observed, service_exists=service.exists)
+        observed = replace(observed, service_error=context.facts.service_error)
+        return decide_in_context(context, observed, now)
+
+    async def act(
+        self, context: EnvironmentContext, decision: PowerDecision, now: datetime
+    ) -> ActOutcome:
+        """Record the run, then start it. Raises StoreConflict if another controller changed
+        the record first (then nothing is started)."""
+        spec, operation = context.spec.terraform, decision.operation
+        assert spec is not None and operation is not None
+        intent = RunInfo(
+            runner=spec.runner, operation=operation, token=uuid.uuid4().hex, started_at=now
+        )
+        recorded = await self._writer.put(
+            context.name,
+            replace(context.record, power=replace(decision.power_record, run=intent)),
+        )
+        try:
+            started = await self._runner(spec.runner).start(
+                context.name, spec, context.region, operation, intent.token
+            )
+        except RunnerError as exc:
+            return await self._not_started(context, decision, recorded, now, str(exc))
+        run = replace(intent, run_id=started.run_id, logs_url=started.logs_url)
+        stored = await self._writer.put(
+            context.name, replace(recorded, power=replace(recorded.power, run=run))
+        )
+        return ActOutcome(
+            record=stored,
+            events=(
+                Event(
+                    "run_started",
+                    decision.reason,
+                    attributes={
+                        "operation": operation,
+                        "run_id": run.run_id,
+                        "logs_url": run.logs_url,
+                    },
+                ),
+            ),
+            last_action={
+                "action": decision.action,
+                "reason": decision.reason,
+                "run_id": run.run_id,
+                "logs_url": run.logs_url,
+                "at": utc_iso(now),
+            },
+        )
+
+    async def _not_started(
+        self,
+        context: EnvironmentContext,
+        decision: PowerDecision,
+        recorded: EnvironmentRecord,
+        now: datetime,
+        error: str,
+    ) -> ActOutcome:
+        operation = decision.operation
+        assert operation is not None
+        failures = decision.power_record.failures + 1
+        failed = replace(
+            decision.power_record,
+            run=None,
+            state="ERROR",
+            changed_at=now,
+            failures=failures,
+            retry_at=now + TERRAFORM_RETRY.delay(failures),
+            last_result=RunResult(operation, False, now, 0.0, f"could not start: {error}"),
+        )
+        stored = await self._writer.put(context.name, replace(recorded, power=failed))
+        events = [
+            Event(
+                "run_not_started",
+                error,
+                severity="error",
+                attributes={"operation": operation, "error": error},
+            )
+        ]
+        if decision.state != "ERROR":
+            events.append(Event("power_state_changed", error, decision.state, "ERROR"))
+        return ActOutcome(
+            record=stored,
+            facts=replace(context.facts, power_state="ERROR"),
+            events=tuple(events),
+            performed=False,
+        )
+
+    async def close(self, grace_seconds: float) -> None:
+        for runner in self.runners.values():
+            await runner.close(grace_seconds)

@@ -1,0 +1,1 @@
+"""Terraform runners: CodeBuild (production) and a local cli runner (development)."""

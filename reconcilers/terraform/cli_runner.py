@@ -1,0 +1,340 @@
+"""The development Terraform runner: `terraform` (or `tofu`) run locally, in `workdir`.
+
+Each run is carried out by a small supervisor process (`terraform.supervisor`) in its own
+session: it runs `init -input=false`, then `apply|destroy -input=false -auto-approve -json
+-lock-timeout=5m` with `TF_IN_AUTOMATION=1`, writes Terraform's output to a log file and records
+the outcome in a run file, both in `runs_dir`. So a run and its outcome survive the controller
+(a restart, a crash, `run --once`), and a restarted controller follows the run it finds instead
+of starting another. The controller turns the `-json` log into structured log events
+(diagnostics, the change summary, resource progress as a heartbeat). On timeout or shutdown
+Terraform gets exactly one SIGINT (its graceful stop; a second one would abort it mid-write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.core.desired_state import TerraformSpec
+from controller.core.records import Operation
+from reconcilers.terraform import supervisor
+from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll, StartedRun
+
+log = structlog.get_logger("infra_controller.terraform")
+PROGRESS_LOG_EVERY = 30.0
+FINAL = ("SUCCEEDED", "FAILED")
+# a run recorded but whose supervisor has not written yet is starting, for at most this long
+STARTING_GRACE = 60.0
+SUPERVISOR_MARKERS = (b"reconcilers/terraform/supervisor.py", b"terraform_supervisor")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _supervisor_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # the pid may have been reused by another program since
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    # this version's supervisor, or one started by an earlier version before an upgrade
+    return any(marker in cmdline for marker in SUPERVISOR_MARKERS)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _resolve(spec: TerraformSpec) -> tuple[str, Path]:
+    assert spec.workdir is not None
+    binary = shutil.which(spec.binary)
+    if binary is None:
+        raise RunnerError(f"{spec.binary} not found on PATH")
+    workdir = Path(spec.workdir).resolve()
+    if not workdir.is_dir():
+        raise RunnerError(f"workdir {spec.workdir} is not a directory")
+    return binary, workdir
+
+
+@dataclass
+class _Followed:
+    """A run whose log this controller turns into log events."""
+
+    run_id: str
+    environment: str
+    operation: str
+    run_file: Path
+    log_file: Path
+    process: subprocess.Popen[bytes] | None = None  # when this controller started it
+    offset: int = 0
+    partial: bytes = b""
+    last_progress_log: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
+class CliRunner:
+    name = "cli"
+
+    def __init__(self, runs_dir: str, follow_seconds: float = 0.25) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.follow_seconds = follow_seconds
+        self._followed: dict[str, _Followed] = {}
+
+    def _files(self, run_id: str) -> tuple[Path, Path]:
+        stem = run_id.removeprefix("cli:")
+        return self.runs_dir / f"{stem}.json", self.runs_dir / f"{stem}.log"
+
+    async def start(
+        self, environment: str, spec: TerraformSpec, region: str, operation: Operation, token: str
+    ) -> StartedRun:
+        run_id = f"cli:{token}"
+        run_file, log_file = self._files(run_id)
+        if run_id in self._followed or await asyncio.to_thread(run_file.exists):
+            return StartedRun(run_id)  # the same token: the run already exists
+        binary, workdir = await asyncio.to_thread(_resolve, spec)
+        process = await asyncio.to_thread(
+            self._spawn,
+            run_file,
+            log_file,
+            workdir,
+            binary,
+            operation,
+            spec.timeout.total_seconds(),
+        )
+        followed = _Followed(run_id, environment, operation, run_file, log_file, process)
+        self._follow(followed)
+        return StartedRun(run_id)
+
+    def _spawn(
+        self,
+        run_file: Path,
+        log_file: Path,
+        workdir: Path,
+        binary: str,
+        operation: str,
+        timeout: float,
+    ) -> subprocess.Popen[bytes]:
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.touch()
+        # recorded before the process exists, so a poll never finds no trace of the run; from
+        # its start on, only the supervisor writes this file (no lost update)
+        supervisor.write_json(
+            run_file,
+            {
+                "state": "IN_PROGRESS",
+                "step": "starting",
+                "supervisor_pid": None,
+                "operation": operation,
+                "binary": binary,
+                "created_at": time.time(),
+            },
+        )
+        return subprocess.Popen(
+            [
+                sys.executable,
+                supervisor.__file__,
+                str(run_file),
+                str(log_file),
+                str(workdir),
+                binary,
+                operation,
+                str(timeout),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # neither a Ctrl-C on the controller nor its exit reach it
+        )
+
+    def _follow(self, followed: _Followed) -> None:
+        self._followed[followed.run_id] = followed
+        followed.task = asyncio.create_task(self._tail(followed))
+
+    async def _tail(self, followed: _Followed) -> None:
+        # the run outlives the pass that started it: its log lines carry the run, not the pass
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            environment=followed.environment,
+            run_id=followed.run_id,
+            operation=followed.operation,
+        )
+        try:
+            while True:
+                finished = await asyncio.to_thread(self._finished, followed)
+                for line in await asyncio.to_thread(self._new_lines, followed):
+                    self._log_line(followed, line)
+                if finished:
+                    data = _read_json(followed.run_file) or {}
+                    log.info(
+                        "terraform process exited",
+                        outcome=data.get("state"),
+                        detail=data.get("detail"),
+                    )
+                    return
+                await asyncio.sleep(self.follow_seconds)
+        finally:
+            self._followed.pop(followed.run_id, None)
+
+    def _finished(self, followed: _Followed) -> bool:
+        if followed.process is not None:
+            followed.process.poll()  # reap it: no zombie
+        return self._status(followed.run_file).state in FINAL
+
+    def _new_lines(self, followed: _Followed) -> list[str]:
+        try:
+            with open(followed.log_file, "rb") as handle:
+                handle.seek(followed.offset)
+                chunk = handle.read()
+        except OSError:
+            return []
+        followed.offset += len(chunk)
+        *lines, followed.partial = (followed.partial + chunk).split(b"\n")
+        return [line.decode(errors="replace").rstrip() for line in lines]
+
+    def _log_line(self, followed: _Followed, line: str) -> None:
+        if not line:
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.info("terraform output", line=line[:2000])
+            return
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        hook = message.get("hook") or {}
+        resource = (hook.get("resource") or {}).get("addr")
+        if kind == "diagnostic":
+            diagnostic = message.get("diagnostic") or {}
+            severity = diagnostic.get("severity", "error")
+            emit = log.error if severity == "error" else log.warning
+            emit(
+                "terraform diagnostic",
+                severity=severity,
+                summary=diagnostic.get("summary"),
+                detail=diagnostic.get("detail"),
+                address=diagnostic.get("address"),
+            )
+        elif kind == "change_summary":
+            changes = message.get("changes") or {}
+            log.info(
+                "terraform change summary",
+                add=changes.get("add"),
+                change=changes.get("change"),
+                remove=changes.get("remove"),
+                summary=message.get("@message"),
+            )
+        elif kind == "apply_progress":
+            # the heartbeat of a long apply: logged at most every 30 s
+            now = time.monotonic()
+            if now - followed.last_progress_log >= PROGRESS_LOG_EVERY:
+                followed.last_progress_log = now
+                log.info(
+                    "terraform progress",
+                    resource=resource,
+                    action=hook.get("action"),
+                    elapsed_seconds=hook.get("elapsed_seconds"),
+                )
+        elif kind in ("apply_complete", "apply_errored"):
+            emit = log.info if kind == "apply_complete" else log.error
+            emit(
+                f"terraform {kind.replace('_', ' ')}",
+                resource=resource,
+                action=hook.get("action"),
+                elapsed_seconds=hook.get("elapsed_seconds"),
+            )
+        elif message.get("@level") in ("error", "warn"):
+            log.warning("terraform message", message=message.get("@message"))
+
+    async def poll(self, runs: Sequence[RunToPoll]) -> dict[str, RunStatus]:
+        statuses: dict[str, RunStatus] = {}
+        for item in runs:
+            run_id = item.run.run_id
+            if run_id is None:
+                continue
+            run_file, log_file = self._files(run_id)
+            status = await asyncio.to_thread(self._status, run_file)
+            if status.state == "IN_PROGRESS" and run_id not in self._followed:
+                # a run started before a restart: follow its log from here on
+                followed = _Followed(
+                    run_id, item.environment, item.run.operation, run_file, log_file
+                )
+                # from its current end: what happened meanwhile was logged by the previous one
+                followed.offset = await asyncio.to_thread(_size, log_file)
+                self._follow(followed)
+            statuses[item.environment] = status
+        return statuses
+
+    def _status(self, run_file: Path) -> RunStatus:
+        data = _read_json(run_file)
+        if data is None:
+            return RunStatus("FAILED", "no record of the run: its outcome is unknown")
+        if data.get("state") in FINAL:
+            return RunStatus(data["state"], str(data.get("detail", "")))
+        pid = data.get("supervisor_pid")
+        if isinstance(pid, int) and _supervisor_alive(pid):
+            return RunStatus("IN_PROGRESS", f"terraform {data.get('step', '')} running")
+        created = data.get("created_at")
+        if pid is None and isinstance(created, float) and time.time() - created < STARTING_GRACE:
+            return RunStatus("IN_PROGRESS", "terraform starting")
+        return RunStatus("FAILED", "the run's process ended without an outcome: unknown")
+
+    def _interrupt(self, run_id: str) -> None:
+        """Ask the supervisor to stop the run: it sends Terraform exactly one SIGINT."""
+        data = _read_json(self._files(run_id)[0]) or {}
+        pid = data.get("supervisor_pid")
+        if isinstance(pid, int) and data.get("state") not in FINAL and _supervisor_alive(pid):
+            log.warning("interrupting terraform", run_id=run_id, supervisor_pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    async def cancel(self, run: RunToPoll) -> None:
+        if run.run.run_id:
+            await asyncio.to_thread(self._interrupt, run.run.run_id)
+
+    async def detach(self) -> None:
+        """Stop following the runs without stopping them (what a controller that dies does):
+        each run's supervisor still records its outcome, for the next controller to read."""
+        tasks = [f.task for f in self._followed.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self, grace_seconds: float) -> None:
+        """On shutdown: one SIGINT to each run in flight, then `grace_seconds` to see it end.
+        A run still stopping after that ends by itself and records its outcome."""
+        running = [f for f in self._followed.values() if f.task is not None and not f.task.done()]
+        for followed in running:
+            await asyncio.to_thread(self._interrupt, followed.run_id)
+        tasks = [f.task for f in running if f.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
