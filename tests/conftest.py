@@ -88,8 +88,12 @@ class Harness:
         )
 
 
+# make_controller(desired_yaml, max_attempts=2, source=None, **settings) -> Harness
+MakeController = Callable[..., Harness]
+
+
 @pytest.fixture
-async def make_controller(tmp_path: Path) -> AsyncIterator[Callable[..., Harness]]:
+async def make_controller(tmp_path: Path) -> AsyncIterator[MakeController]:
     made: list[Harness] = []
 
     def make(

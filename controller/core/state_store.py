@@ -83,8 +83,13 @@ class FileStateStore:
         lock = self._locked()
         try:
             data = self._read_unlocked()
-            environments = dict(data.get("environments") or {})
-            stored = int((environments.get(name) or {}).get("version", 0))
+            environments = data.get("environments") or {}
+            if not isinstance(environments, dict):
+                raise StateStoreError(f"{self.path}: `environments` is not a mapping")
+            entry = environments.get(name) or {}
+            stored = entry.get("version", 0) if isinstance(entry, dict) else None
+            if not isinstance(stored, int):
+                raise StateStoreError(f"{self.path}: the record of {name} is unreadable")
             if stored != record.version:
                 raise StoreConflict(
                     f"{name}: the stored record is at version {stored}, not {record.version}"

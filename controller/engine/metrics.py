@@ -12,7 +12,12 @@ from controller.core.records import POWER_STATES
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._define_pass_metrics(self.registry)
+        self._define_desired_state_metrics(self.registry)
+        self._define_environment_metrics(self.registry)
+        self._define_change_metrics(self.registry)
+
+    def _define_pass_metrics(self, r: CollectorRegistry) -> None:
         self.reconcile_total = Counter(
             "infra_controller_reconcile",
             "Reconciliations by environment, reconciler and result (success/error/skipped).",
@@ -31,6 +36,8 @@ class ControllerMetrics:
             "Unix time of the end of the last pass in which no environment failed.",
             registry=r,
         )
+
+    def _define_desired_state_metrics(self, r: CollectorRegistry) -> None:
         self.desired_state_valid = Gauge(
             "infra_controller_desired_state_valid",
             "1 when the latest desired state validated, 0 when it did not.",
@@ -48,6 +55,8 @@ class ControllerMetrics:
             ["outcome"],
             registry=r,
         )
+
+    def _define_environment_metrics(self, r: CollectorRegistry) -> None:
         self.power_state = Gauge(
             "infra_controller_power_state",
             "1 for the environment's current power state, 0 for the others.",
@@ -79,6 +88,8 @@ class ControllerMetrics:
             ["environment"],
             registry=r,
         )
+
+    def _define_change_metrics(self, r: CollectorRegistry) -> None:
         self.actions_total = Counter(
             "infra_controller_actions",
             "Changes made to AWS, by environment and action.",

@@ -117,6 +117,7 @@ class PassEngine:
                 outcomes[name] = EnvironmentOutcome("skipped", facts=runtime.facts)
                 continue
             runtime.spec = spec
+            runtime.wakes_before_pass = runtime.wakes_requested  # asked before we observe
             try:
                 region = self._region(spec.region)
             except NoRegion as exc:
@@ -195,7 +196,6 @@ class PassEngine:
         now: datetime,
         options: PassOptions,
     ) -> EnvironmentOutcome:
-        wakes_seen = runtime.wakes_requested
         decisions: list[tuple[str, Decision]] = []
         for reconciler in self.reconcilers:
             found, missing = observations[reconciler.name]
@@ -205,7 +205,7 @@ class PassEngine:
             context = context.after(decision)
         self.reporter.decided(decisions, context.facts, options.dry_run)
         if any(d.satisfies_wake for _, d in decisions):
-            runtime.wakes_satisfied = max(runtime.wakes_satisfied, wakes_seen)
+            runtime.wakes_satisfied = max(runtime.wakes_satisfied, runtime.wakes_before_pass)
         for reconciler, (_, decision) in zip(self.reconcilers, decisions, strict=True):
             self.reporter.events(context.name, decision.events)
             if decision.changes_aws and not options.dry_run:

@@ -31,6 +31,7 @@ class EnvironmentRuntime:
     spec: Environment | None = None
     # wakes are numbered: a pass satisfies only those asked before it observed
     wakes_requested: int = 0
+    wakes_before_pass: int = 0  # those asked before the current pass observed
     wakes_satisfied: int = 0
 
     @property

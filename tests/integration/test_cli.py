@@ -15,7 +15,7 @@ import pytest
 
 from controller.core.aws import AwsClients
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from controller.sandbox.emulator import free_port
+from controller.sandbox.emulator import LocalAws, free_port
 from tests.conftest import REGION
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,9 @@ def test_schema_prints_a_json_schema(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["title"] == "DesiredState"
 
 
-def test_run_once_and_plan_refuse_an_invalid_file_with_exit_2(tmp_path: Path, aws_env) -> None:
+def test_run_once_and_plan_refuse_an_invalid_file_with_exit_2(
+    tmp_path: Path, aws_env: LocalAws
+) -> None:
     (tmp_path / "desired_state.yaml").write_text("version: 1\nenvironments:\n  a: {power: x}\n")
     for args in (("run", "--once"), ("plan",)):
         result = cli(*args, cwd=tmp_path)
@@ -107,7 +109,7 @@ def test_run_once_exits_0_and_logs_json_lines_with_pass_context(
     assert decisions[0]["reason"]
 
 
-def test_run_once_exits_1_when_an_environment_fails(tmp_path: Path, aws_env) -> None:
+def test_run_once_exits_1_when_an_environment_fails(tmp_path: Path, aws_env: LocalAws) -> None:
     (tmp_path / "desired_state.yaml").write_text(
         "version: 1\nenvironments:\n  demo:\n    power: on\n"
         "    service: {cluster: missing, name: missing}\n    idle: {after: 5m}\n"
@@ -219,6 +221,15 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
             "wake", "demo", "--url", url, cwd=tmp_path, env={"CONTROLLER_API_TOKEN": "tok"}
         )
         assert accepted.returncode == 0, accepted.stderr
+        token = {"CONTROLLER_API_TOKEN": "tok"}
+        retried = cli("reconcile", "demo", "--url", url, cwd=tmp_path, env=token)
+        assert retried.returncode == 0, retried.stderr
+        assert retried.stdout.startswith("demo: pass requested")
+        everything = cli("reconcile", "--url", url, cwd=tmp_path, env=token)
+        assert everything.returncode == 0, everything.stderr
+        unknown = cli("reconcile", "nope", "--url", url, cwd=tmp_path, env=token)
+        assert unknown.returncode == 2
+        assert "404" in unknown.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -228,7 +239,7 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
     assert cli("status", "--url", url, cwd=tmp_path).returncode == 2  # unreachable now
 
 
-def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws) -> None:
+def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws: LocalAws) -> None:
     port = free_port()
     proc = _start_sandbox(tmp_path, port, tmp_path / "sandbox")
     try:
@@ -256,7 +267,9 @@ def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws) -> None:
     assert any(line["event"] == "traffic" for line in logs)
 
 
-def test_run_once_reads_a_git_source_and_reports_its_commit(tmp_path: Path, aws_env) -> None:
+def test_run_once_reads_a_git_source_and_reports_its_commit(
+    tmp_path: Path, aws_env: LocalAws
+) -> None:
     from tests.git_helpers import Repo
 
     repo = Repo(tmp_path / "origin")
@@ -279,7 +292,7 @@ def test_run_once_on_an_unreachable_git_source_exits_2_without_credentials(tmp_p
 
 
 def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
-    tmp_path: Path, local_aws
+    tmp_path: Path, local_aws: LocalAws
 ) -> None:
     import urllib.request
 
@@ -289,7 +302,8 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
 
     def power() -> str | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
-            return json.loads(r.read())["environments"].get("demo", {}).get("power")
+            power: str | None = json.loads(r.read())["environments"].get("demo", {}).get("power")
+        return power
 
     def wait_for(state: str) -> None:
         deadline = time.monotonic() + 60
@@ -317,7 +331,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
 
 
 def test_run_once_leaves_a_cli_run_going_and_the_next_pass_reads_its_outcome(
-    tmp_path: Path, fake_terraform: Path, aws_env
+    tmp_path: Path, fake_terraform: Path, aws_env: LocalAws
 ) -> None:
     from tests.conftest import fake_terraform_behaviour
 
@@ -329,7 +343,10 @@ def test_run_once_leaves_a_cli_run_going_and_the_next_pass_reads_its_outcome(
     first = cli("run", "--once", "--output", "json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["environments"]["staging"]["power"] == "STARTING"
-    run_files = lambda: list((tmp_path / ".infra-controller-runs").glob("*.json"))  # noqa: E731
+
+    def run_files() -> list[Path]:
+        return list((tmp_path / ".infra-controller-runs").glob("*.json"))
+
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (
         run_files() and json.loads(run_files()[0].read_text()).get("state") == "SUCCEEDED"

@@ -11,12 +11,13 @@ import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from controller.core.desired_state import TerraformSpec
-from controller.core.records import RunInfo
+from controller.core.records import Operation, RunInfo
 from controller.logging_setup import configure_logging
 from reconcilers.terraform.cli_runner import CliRunner
 from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll
@@ -40,7 +41,7 @@ def spec(workdir: Path, timeout: str = "5m", binary: str = "terraform") -> Terra
     )
 
 
-def invocations(workdir: Path) -> list[dict[str, object]]:
+def invocations(workdir: Path) -> list[dict[str, Any]]:
     path = workdir / "invocations.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -51,21 +52,16 @@ def sigints(workdir: Path) -> int:
 
 
 async def start_and_wait(
-    runner: CliRunner, s: TerraformSpec, op: str = "apply", token: str = "t1"
+    runner: CliRunner, s: TerraformSpec, op: Operation = "apply", token: str = "t1"
 ) -> RunStatus:
-    started = await runner.start("staging", s, "eu-west-3", op, token)  # type: ignore[arg-type]
+    started = await runner.start("staging", s, "eu-west-3", op, token)
     return await wait_done(runner, s, started.run_id, op)
 
 
 async def wait_done(
-    runner: CliRunner, s: TerraformSpec, run_id: str, op: str = "apply"
+    runner: CliRunner, s: TerraformSpec, run_id: str, op: Operation = "apply"
 ) -> RunStatus:
-    item = RunToPoll(
-        "staging",
-        RunInfo("cli", op, "t", datetime.now(UTC), run_id),
-        s,  # type: ignore[arg-type]
-        "eu-west-3",
-    )
+    item = RunToPoll("staging", RunInfo("cli", op, "t", datetime.now(UTC), run_id), s, "eu-west-3")
     async with asyncio.timeout(20):
         # polls the runner like the loop does, once per (short) interval
         while (status := (await runner.poll([item]))["staging"]).state == "IN_PROGRESS":  # noqa: ASYNC110

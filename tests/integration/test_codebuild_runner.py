@@ -24,7 +24,7 @@ from controller.core.state_store import FileStateStore
 from controller.engine.passes import PassReport
 from controller.sandbox.emulator import LocalAws, free_port
 from reconcilers.terraform.codebuild_runner import build_status
-from tests.conftest import REGION, Harness
+from tests.conftest import REGION, Harness, MakeController
 
 pytestmark = pytest.mark.integration
 PROJECT = "tf-staging"
@@ -70,7 +70,7 @@ def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBui
         if token:
             emulator.by_token[token] = build
         emulator.starts.append({**params, "build_id": build["id"], "new": known is None})
-        return codebuild_responses.ActionResult({"build": build})
+        return codebuild_responses.ActionResult({"build": build})  # type: ignore[attr-defined]
 
     def batch_get_builds(self: Any, ids: list[str]) -> list[dict[str, Any]]:
         builds = []
@@ -120,7 +120,7 @@ def power(report: PassReport) -> tuple[str | None, str]:
 
 
 async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_followed(
-    make_controller, codebuild: CodeBuildEmulator, project: str
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str
 ) -> None:
     h: Harness = make_controller(DESIRED)
     assert power(await h.controller.reconcile_once()) == ("STARTING", "terraform_apply")
@@ -145,7 +145,7 @@ async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_f
 
 @pytest.mark.parametrize("outcome", ["STOPPED", "FAILED", "FAULT", "TIMED_OUT"])
 async def test_a_stopped_or_failed_build_is_an_error(
-    make_controller, codebuild: CodeBuildEmulator, project: str, outcome: str
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str, outcome: str
 ) -> None:
     h: Harness = make_controller(DESIRED)
     await h.controller.reconcile_once()
@@ -156,7 +156,7 @@ async def test_a_stopped_or_failed_build_is_an_error(
 
 
 async def test_a_restart_while_a_build_is_in_flight_follows_it(
-    make_controller, codebuild: CodeBuildEmulator, project: str
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str
 ) -> None:
     first: Harness = make_controller(DESIRED)
     await first.controller.reconcile_once()
@@ -168,7 +168,7 @@ async def test_a_restart_while_a_build_is_in_flight_follows_it(
 
 
 async def test_a_start_recorded_but_not_confirmed_finds_the_same_build_by_its_token(
-    make_controller, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
 ) -> None:
     # the controller recorded the run and called StartBuild, then died before saving the id
     clients = AwsClients(REGION)
@@ -199,7 +199,7 @@ def test_build_statuses_map_to_run_outcomes() -> None:
 
 
 async def test_plan_never_resumes_an_unconfirmed_start(
-    make_controller, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str, tmp_path: Any
 ) -> None:
     intent = RunInfo(
         runner="codebuild", operation="apply", token="tok-2", started_at=datetime.now(UTC)

@@ -23,7 +23,7 @@ from controller.engine.passes import PassRequest
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
 from controller.sandbox.demo_stack import create_demo_stack
-from tests.conftest import REGION, Harness
+from tests.conftest import REGION, Harness, MakeController
 from tests.git_helpers import GitHttpServer, Repo, git
 from tests.waiting import until
 
@@ -51,7 +51,9 @@ def logs() -> Iterator[io.StringIO]:
     structlog.reset_defaults()
 
 
-async def test_each_commit_changes_what_the_controller_acts_on(make_controller, repo: Repo) -> None:
+async def test_each_commit_changes_what_the_controller_acts_on(
+    make_controller: MakeController, repo: Repo
+) -> None:
     first = repo.commit({"desired_state.yaml": ONE})
     h: Harness = make_controller(ONE, source=source_for(repo.file_url))
     report = await h.controller.reconcile_once()
@@ -72,7 +74,7 @@ async def test_each_commit_changes_what_the_controller_acts_on(make_controller, 
     assert [(s.labels["revision"], s.value) for s in metrics] == [(second, 1.0)]
 
 
-async def test_branch_and_path_select_the_file(make_controller, repo: Repo) -> None:
+async def test_branch_and_path_select_the_file(make_controller: MakeController, repo: Repo) -> None:
     repo.commit({"desired_state.yaml": ONE})
     wanted = repo.commit({"envs/prod.yaml": TWO}, branch="prod")
     url = f"{repo.file_url}#branch=prod&path=envs/prod.yaml"
@@ -82,7 +84,7 @@ async def test_branch_and_path_select_the_file(make_controller, repo: Repo) -> N
 
 
 async def test_a_bad_commit_changes_nothing_and_is_reported_once(
-    make_controller, repo: Repo, seed_aws: AwsClients, logs: io.StringIO
+    make_controller: MakeController, repo: Repo, seed_aws: AwsClients, logs: io.StringIO
 ) -> None:
     (stack,) = await create_demo_stack(seed_aws, REGION)
     good_text = (
@@ -125,7 +127,7 @@ async def test_a_bad_commit_changes_nothing_and_is_reported_once(
 
 
 async def test_a_missing_file_in_the_commit_is_an_invalid_revision(
-    make_controller, repo: Repo
+    make_controller: MakeController, repo: Repo
 ) -> None:
     repo.commit({"other.yaml": ONE})
     h: Harness = make_controller(ONE, source=source_for(repo.file_url))
@@ -135,7 +137,7 @@ async def test_a_missing_file_in_the_commit_is_an_invalid_revision(
 
 
 async def test_unreachable_remote_keeps_the_last_good_state_and_backs_off(
-    make_controller, repo: Repo, tmp_path: Path
+    make_controller: MakeController, repo: Repo, tmp_path: Path
 ) -> None:
     good = repo.commit({"desired_state.yaml": ONE})
     h: Harness = make_controller(ONE, source=source_for(repo.file_url))
@@ -178,7 +180,7 @@ def publish(repo: Repo) -> None:
 
 
 async def test_https_style_token_fetches_and_never_leaks(
-    make_controller, http_repo: tuple[Repo, GitHttpServer], logs: io.StringIO
+    make_controller: MakeController, http_repo: tuple[Repo, GitHttpServer], logs: io.StringIO
 ) -> None:
     repo, server = http_repo
     commit = repo.commit({"desired_state.yaml": ONE})
@@ -206,7 +208,9 @@ async def test_https_style_token_fetches_and_never_leaks(
             assert "eC1hY2Nlc3MtdG9rZW46d3JvbmctdG9rZW4tOWY" not in text  # its base64 form
 
 
-async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Repo) -> None:
+async def test_webhook_fetches_the_new_commit_at_once(
+    make_controller: MakeController, repo: Repo
+) -> None:
     repo.commit({"desired_state.yaml": ONE})
     h: Harness = make_controller(ONE, source=source_for(repo.file_url), webhook_secret="s")
     runner = await start_http_server(h.controller, "127.0.0.1", 0)
@@ -235,7 +239,7 @@ async def test_webhook_fetches_the_new_commit_at_once(make_controller, repo: Rep
 
 
 async def test_a_local_file_change_reconciles_without_waiting_for_the_interval(
-    make_controller,
+    make_controller: MakeController,
 ) -> None:
     h: Harness = make_controller(ONE)
     assert h.status()["source"] == str(h.desired_path)  # a file source, watched

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from controller.core.aws import AwsClients
 from controller.http_api import bound_port, start_http_server
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from tests.conftest import REGION, Harness
+from tests.conftest import REGION, Harness, MakeController
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -61,8 +61,11 @@ class Api:
             return r.status, await r.json()
 
 
+ApiFactory = Callable[..., Awaitable[Api]]  # api_factory(desired_yaml, **settings) -> Api
+
+
 @pytest.fixture
-async def api_factory(make_controller: Callable[..., Harness]) -> AsyncIterator[Callable[..., Any]]:
+async def api_factory(make_controller: MakeController) -> AsyncIterator[ApiFactory]:
     runners: list[Any] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -81,7 +84,9 @@ async def api_factory(make_controller: Callable[..., Harness]) -> AsyncIterator[
         await runner.cleanup()
 
 
-async def test_metrics_are_served_in_prometheus_format(api_factory, stack: DemoStack) -> None:
+async def test_metrics_are_served_in_prometheus_format(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
     api = await api_factory(desired(stack))
     await api.h.controller.reconcile_once()
     status, text = await api.get("/metrics")
@@ -102,7 +107,9 @@ async def test_metrics_are_served_in_prometheus_format(api_factory, stack: DemoS
         assert name in text, name
 
 
-async def test_healthz_follows_the_heartbeat_of_the_loop(api_factory, stack: DemoStack) -> None:
+async def test_healthz_follows_the_heartbeat_of_the_loop(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
     api = await api_factory(desired(stack))
     assert (await api.get("/healthz"))[0] == 200  # just started: within the grace of 3 intervals
     await api.h.controller.reconcile_once()
@@ -111,7 +118,7 @@ async def test_healthz_follows_the_heartbeat_of_the_loop(api_factory, stack: Dem
     assert (await api.get("/healthz"))[0] == 503
 
 
-async def test_readyz_waits_for_a_valid_desired_state(api_factory) -> None:
+async def test_readyz_waits_for_a_valid_desired_state(api_factory: ApiFactory) -> None:
     api = await api_factory("version: 1\nenvironments:\n  a:\n    power: nope\n")
     await api.h.controller.reconcile_once()
     assert (await api.get("/readyz"))[0] == 503
@@ -120,7 +127,7 @@ async def test_readyz_waits_for_a_valid_desired_state(api_factory) -> None:
     assert (await api.get("/readyz"))[0] == 200
 
 
-async def test_status_reports_every_environment(api_factory, stack: DemoStack) -> None:
+async def test_status_reports_every_environment(api_factory: ApiFactory, stack: DemoStack) -> None:
     api = await api_factory(desired(stack))
     await api.h.controller.reconcile_once()
     status, body = await api.get("/status")
@@ -136,7 +143,9 @@ async def test_status_reports_every_environment(api_factory, stack: DemoStack) -
     assert body["environments"]["plain"]["power"] == "STOPPED"
 
 
-async def test_environment_status_has_the_seed_shape(api_factory, stack: DemoStack) -> None:
+async def test_environment_status_has_the_seed_shape(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
     api = await api_factory(desired(stack))
     await api.h.controller.reconcile_once()
     status, body = await api.get("/environments/demo/status")
@@ -148,7 +157,7 @@ async def test_environment_status_has_the_seed_shape(api_factory, stack: DemoSta
 
 
 async def test_mutating_endpoints_are_forbidden_without_a_configured_token(
-    api_factory, stack
+    api_factory: ApiFactory, stack: DemoStack
 ) -> None:
     api = await api_factory(desired(stack))
     await api.h.controller.reconcile_once()
@@ -157,20 +166,25 @@ async def test_mutating_endpoints_are_forbidden_without_a_configured_token(
     assert (await api.post("/hooks/git", data=b"{}"))[0] == 403
 
 
-async def test_mutating_endpoints_need_the_right_token(api_factory, stack: DemoStack) -> None:
+async def test_mutating_endpoints_need_the_right_token(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
     api = await api_factory(desired(stack), api_token=TOKEN)
     await api.h.controller.reconcile_once()
     for token in (None, "wrong", TOKEN + "x", ""):
         assert (await api.post("/environments/demo/wake", token=token))[0] == 401
         assert (await api.post("/reconcile", token=token))[0] == 401
     assert (await api.post("/environments/nope/wake", token=TOKEN))[0] == 404
+    assert (await api.post("/reconcile?environment=nope", token=TOKEN))[0] == 404
+    status, body = await api.post("/reconcile?environment=demo", token=TOKEN)
+    assert (status, body["environment"]) == (202, "demo")
     status, body = await api.post("/environments/plain/wake", token=TOKEN)
     assert status == 409
     assert "no service" in body["error"]
 
 
 async def test_wake_takes_effect_at_once_not_at_the_next_interval(
-    api_factory, seed_aws: AwsClients, stack: DemoStack
+    api_factory: ApiFactory, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     api = await api_factory(desired(stack), api_token=TOKEN)
     controller = api.h.controller
@@ -202,7 +216,9 @@ def _sign(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-async def test_git_webhook_checks_the_signature_and_triggers_a_pass(api_factory, stack) -> None:
+async def test_git_webhook_checks_the_signature_and_triggers_a_pass(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
     api = await api_factory(desired(stack), webhook_secret=SECRET)
     controller = api.h.controller
     body = b'{"ref": "refs/heads/main"}'

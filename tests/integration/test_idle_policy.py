@@ -15,7 +15,7 @@ from controller.engine.passes import RETRY_EVERYTHING
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import free_port
 from controller.sandbox.traffic import send_requests
-from tests.conftest import REGION, Harness
+from tests.conftest import REGION, Harness, MakeController
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ async def stack(seed_aws: AwsClients) -> DemoStack:
 
 
 async def test_idle_service_is_scaled_to_zero_after_idle_after(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     first = await h.controller.reconcile_once()
@@ -62,7 +62,7 @@ async def test_idle_service_is_scaled_to_zero_after_idle_after(
 
 
 async def test_recent_request_keeps_the_service_awake(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -75,7 +75,7 @@ async def test_recent_request_keeps_the_service_awake(
 
 
 async def test_a_restarted_controller_remembers_when_the_service_woke(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -86,7 +86,7 @@ async def test_a_restarted_controller_remembers_when_the_service_woke(
 
 
 async def test_a_503_while_asleep_wakes_an_on_request_service(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -107,7 +107,7 @@ async def test_a_503_while_asleep_wakes_an_on_request_service(
 
 
 async def test_manual_wake_policy_ignores_503s(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack, wake="manual"))
     await h.controller.reconcile_once()
@@ -126,7 +126,7 @@ async def test_manual_wake_policy_ignores_503s(
 
 @pytest.mark.parametrize("extra", ["suspend: true", "power: off"])
 async def test_suspended_or_powered_off_environment_is_never_scaled(
-    make_controller, seed_aws: AwsClients, stack: DemoStack, extra: str
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, extra: str
 ) -> None:
     body = desired(stack, extra=extra).replace("power: on\n        power: off", "power: off")
     h: Harness = make_controller(body)
@@ -139,7 +139,7 @@ async def test_suspended_or_powered_off_environment_is_never_scaled(
 
 
 async def test_dry_run_decides_and_logs_but_changes_nothing(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack), dry_run=True)
     await h.controller.reconcile_once()
@@ -152,7 +152,10 @@ async def test_dry_run_decides_and_logs_but_changes_nothing(
 
 
 async def test_unreadable_metrics_mean_unknown_and_nothing_is_scaled(
-    make_controller, seed_aws: AwsClients, stack: DemoStack, monkeypatch: pytest.MonkeyPatch
+    make_controller: MakeController,
+    seed_aws: AwsClients,
+    stack: DemoStack,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the SDK's service-specific endpoint variable sends CloudWatch to a closed port
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", f"http://127.0.0.1:{free_port()}")
@@ -172,7 +175,7 @@ async def test_unreadable_metrics_mean_unknown_and_nothing_is_scaled(
 
 
 async def test_one_failing_environment_does_not_block_another(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     body = (
         desired(stack)
@@ -194,7 +197,7 @@ async def test_one_failing_environment_does_not_block_another(
 
 
 async def test_failing_environment_backs_off_and_is_skipped_until_retry(
-    make_controller, stack: DemoStack
+    make_controller: MakeController, stack: DemoStack
 ) -> None:
     body = """
     version: 1
@@ -217,7 +220,9 @@ async def test_failing_environment_backs_off_and_is_skipped_until_retry(
     assert forced.results["broken"] == "error"
 
 
-async def test_missing_service_is_reported_not_acted_on(make_controller, stack: DemoStack) -> None:
+async def test_missing_service_is_reported_not_acted_on(
+    make_controller: MakeController, stack: DemoStack
+) -> None:
     h: Harness = make_controller(desired(stack).replace(stack.service, "gone"))
     report = await h.controller.reconcile_once()
     assert report.decision("demo", "idle").reason == "service not found (status MISSING)"
@@ -225,7 +230,7 @@ async def test_missing_service_is_reported_not_acted_on(make_controller, stack: 
 
 
 async def test_invalid_desired_state_keeps_the_last_valid_one(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -246,7 +251,7 @@ async def test_invalid_desired_state_keeps_the_last_valid_one(
 
 
 async def test_removed_environment_is_no_longer_managed_and_left_as_it_is(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -259,7 +264,7 @@ async def test_removed_environment_is_no_longer_managed_and_left_as_it_is(
 
 
 async def test_custom_cloudwatch_metrics_are_published(
-    make_controller, seed_aws: AwsClients, stack: DemoStack
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
@@ -273,7 +278,7 @@ async def test_custom_cloudwatch_metrics_are_published(
 
 
 async def test_one_pass_for_twenty_environments_batches_its_calls(
-    make_controller, seed_aws: AwsClients
+    make_controller: MakeController, seed_aws: AwsClients
 ) -> None:
     stacks = await create_demo_stack(seed_aws, REGION, name="many", services=20)
     body = "version: 1\nenvironments:\n" + "".join(

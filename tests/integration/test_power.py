@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine.passes import RETRY_EVERYTHING, PassReport
-from tests.conftest import Harness, fake_terraform_behaviour
+from controller.core.aws import AwsClients
+from controller.engine.passes import RETRY_EVERYTHING, PassReport, PassRequest
+from controller.sandbox.demo_stack import create_demo_stack
+from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -66,7 +68,7 @@ def reason(report: PassReport) -> str:
 
 
 async def test_power_on_applies_once_then_stays_converged(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     h: Harness = make_controller(desired(fake_terraform))
     first = await h.controller.reconcile_once()
@@ -89,7 +91,7 @@ async def test_power_on_applies_once_then_stays_converged(
 
 
 async def test_power_off_destroys_once_and_reports_stopped(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     h: Harness = make_controller(desired(fake_terraform))
     await pass_until(h, lambda r: state(r) == "RUNNING")
@@ -104,7 +106,7 @@ async def test_power_off_destroys_once_and_reports_stopped(
 
 
 async def test_a_flip_during_a_run_waits_for_it_then_converges_to_the_latest(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
     h: Harness = make_controller(desired(fake_terraform))
@@ -120,7 +122,7 @@ async def test_a_flip_during_a_run_waits_for_it_then_converges_to_the_latest(
 
 
 async def test_a_failed_run_is_error_backed_off_in_minutes_and_retried_on_request(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
     h: Harness = make_controller(desired(fake_terraform))
@@ -144,7 +146,7 @@ async def test_a_failed_run_is_error_backed_off_in_minutes_and_retried_on_reques
 
 
 async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
     first: Harness = make_controller(desired(fake_terraform))
@@ -161,7 +163,7 @@ async def test_a_restart_mid_run_follows_the_run_instead_of_starting_another(
 
 
 async def test_a_removed_environment_is_never_destroyed(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     h: Harness = make_controller(desired(fake_terraform))
     await pass_until(h, lambda r: state(r) == "RUNNING")
@@ -173,7 +175,7 @@ async def test_a_removed_environment_is_never_destroyed(
 
 
 async def test_dry_run_and_plan_show_the_run_they_would_start(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     h: Harness = make_controller(desired(fake_terraform, power="off"))
     planned = await h.controller.reconcile_once(act=False, persist=False)
@@ -189,7 +191,7 @@ async def test_dry_run_and_plan_show_the_run_they_would_start(
 
 
 async def test_status_shows_the_run_its_start_and_the_time_left(
-    make_controller, fake_terraform: Path
+    make_controller: MakeController, fake_terraform: Path
 ) -> None:
     fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.0})
     h: Harness = make_controller(desired(fake_terraform))
@@ -208,7 +210,7 @@ async def test_status_shows_the_run_its_start_and_the_time_left(
 
 
 async def test_a_run_that_cannot_start_is_an_error_with_backoff(
-    make_controller, tmp_path: Path
+    make_controller: MakeController, tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-such-dir"
     h: Harness = make_controller(desired(missing))
@@ -218,3 +220,41 @@ async def test_a_run_that_cannot_start_is_an_error_with_backoff(
     assert "could not start" in detail
     assert action(report) == "terraform_apply"
     assert action(await h.controller.reconcile_once()) == "none"
+
+
+async def test_wakes_and_pushes_never_retry_a_failed_run_only_a_reconcile_of_it_does(
+    make_controller: MakeController, fake_terraform: Path, seed_aws: AwsClients
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"exit": 1})
+    (stack,) = await create_demo_stack(seed_aws, REGION)
+    web = (
+        "      web:\n        power: on\n"
+        f"        service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
+        "        idle: {after: 5m, wake: manual}\n"
+    )
+    h: Harness = make_controller(desired(fake_terraform).rstrip(" ") + web)
+    await pass_until(h, lambda r: state(r) == "ERROR")  # the apply failed: retry in a minute
+    controller = h.controller
+    stop = asyncio.Event()
+    loop = asyncio.create_task(controller.run(stop))
+
+    async def triggered(trigger: Callable[[], object]) -> None:
+        """Trigger a pass and wait for it (the clock never moves: nothing else starts one)."""
+        passes = controller.snapshot().passes_completed
+        trigger()
+        await until(lambda: controller.snapshot().passes_completed > passes)
+
+    try:
+        await until(lambda: controller.snapshot().passes_completed >= 1)
+        for _ in range(5):
+            await triggered(lambda: controller.request_wake("web"))
+        await triggered(lambda: controller.request_pass(PassRequest(fetch_now=True)))  # a push
+        await triggered(lambda: controller.request_retry("web"))  # another environment's retry
+        applies = ("infra_controller_actions_total", "staging", "terraform_apply")
+        assert h.metric(applies[0], environment=applies[1], action=applies[2]) == 1
+        await triggered(lambda: controller.request_retry("staging"))
+        assert h.metric(applies[0], environment=applies[1], action=applies[2]) == 2
+        await until(lambda: runs(fake_terraform) == ["apply", "apply"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)

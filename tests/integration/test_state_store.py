@@ -3,6 +3,7 @@ overwrite a record another controller changed (conditional writes)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from controller.core.state_store import (
     StoreConflict,
     open_state_store,
 )
-from tests.conftest import REGION, Harness
+from tests.conftest import REGION, Harness, MakeController
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -83,7 +84,7 @@ async def test_a_stale_write_is_refused(store: StateStore) -> None:
 
 
 async def test_the_controller_runs_on_a_dynamodb_store(
-    make_controller, dynamodb_store: DynamoDbStateStore, fake_terraform: Path
+    make_controller: MakeController, dynamodb_store: DynamoDbStateStore, fake_terraform: Path
 ) -> None:
     h: Harness = make_controller(
         f"version: 1\nenvironments:\n  staging:\n    power: on\n    region: {REGION}\n"
@@ -104,3 +105,59 @@ async def test_unknown_store_urls_are_refused() -> None:
             open_state_store(url, aws)
     assert isinstance(open_state_store("dynamodb://t", aws), DynamoDbStateStore)
     await aws.close()
+
+
+async def test_a_state_file_written_by_the_previous_release_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": 2,
+                "environments": {
+                    "staging": {
+                        "idle": {"awake_since": "2026-01-15T10:30:00+00:00", "asleep_since": None},
+                        "power": {
+                            "state": "STARTING",
+                            "run": {
+                                "runner": "cli",
+                                "operation": "apply",
+                                "token": "tok",
+                                "started_at": "2026-01-15T10:30:00+00:00",
+                                "run_id": "cli:tok",
+                                "logs_url": None,
+                            },
+                            "last_result": None,
+                            "failures": 0,
+                            "retry_at": None,
+                            "durations": {"apply": [600.0]},
+                            "changed_at": "2026-01-15T10:30:00+00:00",
+                        },
+                        "version": 7,
+                    }
+                },
+            }
+        )
+    )
+    record = (await FileStateStore(str(path)).load())["staging"]
+    assert record.version == 7
+    assert record.idle.awake_since == NOW
+    assert record.power.run is not None and record.power.run.run_id == "cli:tok"
+    assert record.power.estimated_duration("apply") == timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"power": {"state": "SLEEPING"}},
+        {"idle": {"awake_since": "2026-01-15T10:30:00"}},  # a time without its zone
+        {"power": {"run": {"runner": "cli"}}},
+        "not a record",
+    ],
+)
+async def test_a_record_the_controller_cannot_fully_read_is_refused(
+    tmp_path: Path, entry: object
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"version": 2, "environments": {"staging": entry}}))
+    with pytest.raises(StateStoreError, match="invalid record"):
+        await FileStateStore(str(path)).load()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from controller.core.backoff import TERRAFORM_RETRY
 from controller.core.desired_state import Environment
-from controller.core.records import PowerRecord, RunInfo, RunResult
+from controller.core.records import Operation, PowerRecord, PowerState, RunInfo, RunResult
 from reconcilers.power.decision import PowerObservation, decide_power
 from reconcilers.terraform.runner import RunStatus
 
@@ -24,11 +24,11 @@ def env(power: str = "on", service: bool = True, **extra: object) -> Environment
     return Environment.model_validate(data)
 
 
-def run(operation: str = "apply", minutes_ago: int = 3) -> RunInfo:
+def run(operation: Operation = "apply", minutes_ago: int = 3) -> RunInfo:
     return RunInfo(
         runner="codebuild",
         operation=operation,
-        token="t",  # type: ignore[arg-type]
+        token="t",
         started_at=NOW - timedelta(minutes=minutes_ago),
         run_id="tf:1",
     )
@@ -38,11 +38,16 @@ def obs(
     record: PowerRecord | None = None,
     status: RunStatus | None = None,
     exists: bool | None = True,
-    **kw: object,
+    poll_error: str | None = None,
+    service_error: str | None = None,
 ) -> PowerObservation:
     return PowerObservation(
-        record=record or PowerRecord(), run_status=status, service_exists=exists, **kw
-    )  # type: ignore[arg-type]
+        record=record or PowerRecord(),
+        run_status=status,
+        service_exists=exists,
+        poll_error=poll_error,
+        service_error=service_error,
+    )
 
 
 def test_power_on_and_stopped_starts_one_apply() -> None:
@@ -214,9 +219,9 @@ statuses = st.sampled_from(
     minutes=st.integers(0, 120),
 )
 def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
-    state: str | None, power: str, exists: bool | None, op: str, minutes: int
+    state: PowerState | None, power: str, exists: bool | None, op: Operation, minutes: int
 ) -> None:
-    record = PowerRecord(state=state, run=run(op, minutes))  # type: ignore[arg-type]
+    record = PowerRecord(state=state, run=run(op, minutes))
     for status in (None, RunStatus("IN_PROGRESS")):
         decision = decide_power(env(power), obs(record, status, exists=exists), NOW)
         assert decision.action == "none"
@@ -225,7 +230,7 @@ def test_never_starts_a_run_while_one_is_in_flight_and_unfinished(
 
 @given(power=st.sampled_from(["on", "off"]), service=st.booleans(), retry_now=st.booleans())
 def test_a_converged_environment_starts_nothing(power: str, service: bool, retry_now: bool) -> None:
-    state = "RUNNING" if power == "on" else "STOPPED"
+    state: PowerState = "RUNNING" if power == "on" else "STOPPED"
     exists = (power == "on") if service else None
     decision = decide_power(
         env(power, service=service), obs(PowerRecord(state=state), exists=exists), NOW, retry_now
@@ -240,9 +245,9 @@ def test_a_converged_environment_starts_nothing(power: str, service: bool, retry
     status=statuses,
 )
 def test_the_decision_is_pure_and_never_destroys_when_power_is_on(
-    state: str | None, power: str, exists: bool | None, status: RunStatus | None
+    state: PowerState | None, power: str, exists: bool | None, status: RunStatus | None
 ) -> None:
-    record = PowerRecord(state=state, run=run() if status else None)  # type: ignore[arg-type]
+    record = PowerRecord(state=state, run=run() if status else None)
     first = decide_power(env(power), obs(record, status, exists=exists), NOW)
     assert first == decide_power(env(power), obs(record, status, exists=exists), NOW)
     if power == "on":

@@ -59,7 +59,7 @@ def test_secrets_do_not_show_in_the_settings_repr(monkeypatch: pytest.MonkeyPatc
 )
 def test_invalid_settings_are_refused(key: str, value: str) -> None:
     with pytest.raises(ValidationError):
-        Settings(**{key: value})
+        Settings.model_validate({key: value})
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
