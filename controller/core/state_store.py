@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller.core.aws import AwsClients, AwsError
@@ -35,10 +35,20 @@ class StoreConflict(StateStoreError):
     """The record changed since it was read (another controller wrote it)."""
 
 
+@dataclass(frozen=True)
+class StoredRecords:
+    """Every record in the store; one that cannot be fully read is listed with why, apart."""
+
+    records: dict[str, EnvironmentRecord] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
 class StateStore(Protocol):
     description: str
 
-    async def load(self) -> dict[str, EnvironmentRecord]: ...
+    async def load(self) -> StoredRecords:
+        """Raises StateStoreError when the store as a whole cannot be read."""
+        ...
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
         """Write if the stored version is still `record.version`; returns the new version."""
@@ -70,14 +80,17 @@ class FileStateStore:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return lock
 
-    def _load(self) -> dict[str, EnvironmentRecord]:
+    def _load(self) -> StoredRecords:
         environments = self._read_unlocked().get("environments") or {}
         if not isinstance(environments, dict):
             raise StateStoreError(f"{self.path}: `environments` is not a mapping")
-        try:
-            return {name: record_from_json(entry) for name, entry in environments.items()}
-        except InvalidRecord as exc:
-            raise StateStoreError(f"{self.path}: invalid record: {exc}") from exc
+        loaded = StoredRecords()
+        for name, entry in environments.items():
+            try:
+                loaded.records[name] = record_from_json(entry)
+            except InvalidRecord as exc:
+                loaded.unreadable[name] = f"{self.path}: invalid record of {name}: {exc}"
+        return loaded
 
     def _put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
         lock = self._locked()
@@ -86,10 +99,13 @@ class FileStateStore:
             environments = data.get("environments") or {}
             if not isinstance(environments, dict):
                 raise StateStoreError(f"{self.path}: `environments` is not a mapping")
-            entry = environments.get(name) or {}
-            stored = entry.get("version", 0) if isinstance(entry, dict) else None
-            if not isinstance(stored, int):
-                raise StateStoreError(f"{self.path}: the record of {name} is unreadable")
+            entry = environments.get(name)
+            try:  # never overwrite what cannot be read: it may record a run in flight
+                stored = record_from_json(entry).version if entry is not None else 0
+            except InvalidRecord as exc:
+                raise StateStoreError(
+                    f"{self.path}: the record of {name} is unreadable: {exc}"
+                ) from exc
             if stored != record.version:
                 raise StoreConflict(
                     f"{name}: the stored record is at version {stored}, not {record.version}"
@@ -115,7 +131,7 @@ class FileStateStore:
                 os.unlink(temp)
             raise
 
-    async def load(self) -> dict[str, EnvironmentRecord]:
+    async def load(self) -> StoredRecords:
         return await asyncio.to_thread(self._load)
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
@@ -137,23 +153,32 @@ class DynamoDbStateStore:
         self.region = region
         self.description = f"dynamodb://{table}"
 
-    async def load(self) -> dict[str, EnvironmentRecord]:
-        records: dict[str, EnvironmentRecord] = {}
+    async def load(self) -> StoredRecords:
+        loaded = StoredRecords()
         params: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         try:
             while True:
                 answer = await self._aws.call("dynamodb", "Scan", self.region, **params)
                 for item in answer.get("Items", []):
-                    data = json.loads(item["record"]["S"])
-                    data["version"] = int(item["version"]["N"])
-                    records[item["environment"]["S"]] = record_from_json(data)
+                    self._read_item(item, loaded)
                 if "LastEvaluatedKey" not in answer:
-                    return records
+                    return loaded
                 params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         except AwsError as exc:
             raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StateStoreError(f"{self.description}: an item without its key: {exc}") from exc
+
+    def _read_item(self, item: dict[str, Any], loaded: StoredRecords) -> None:
+        name = str(item["environment"]["S"])
+        try:
+            data = json.loads(item["record"]["S"])
+            if not isinstance(data, dict):
+                raise InvalidRecord("not a JSON object")
+            data["version"] = int(item["version"]["N"])
+            loaded.records[name] = record_from_json(data)
         except (KeyError, TypeError, ValueError) as exc:  # InvalidRecord is a ValueError
-            raise StateStoreError(f"{self.description}: invalid item: {exc}") from exc
+            loaded.unreadable[name] = f"{self.description}: invalid record of {name}: {exc}"
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
         written = replace(record, version=record.version + 1)

@@ -147,8 +147,9 @@ class Controller:
         options = PassOptions(
             dry_run=self.settings.dry_run or not act,
             pass_timeout=self.settings.effective_pass_timeout,
+            persist=persist,
         )
-        outcomes = await self._engine.run(desired, request, options, persist)
+        outcomes = await self._engine.run(desired, request, options)
         return PassReport(reconcile_id, view.revision, bool(view.valid), outcomes)
 
     async def _scheduled_pass(self, request: PassRequest) -> None:

@@ -1,15 +1,15 @@
-"""The one owner of the persisted records: loaded once, a working copy per environment, and a
-single write path with optimistic versioning (a conflict means another controller wrote first:
-this one steps back and re-reads)."""
+"""The one owner of the persisted records: loaded from the store, a working copy per
+environment, and a single write path with optimistic versioning (a conflict means another
+controller wrote first: this one steps back and re-reads).
+
+What cannot be read is never guessed: a store that cannot be read at all stops every action
+until it can; a record that cannot be read stops its environment only.
+"""
 
 from __future__ import annotations
 
-import structlog
-
 from controller.core.records import EnvironmentRecord
-from controller.core.state_store import StateStore, StateStoreError, StoreConflict
-
-log = structlog.get_logger("infra_controller.state")
+from controller.core.state_store import StateStore, StoreConflict
 
 
 class StateMemory:
@@ -17,6 +17,8 @@ class StateMemory:
         self.store = store
         self._stored: dict[str, EnvironmentRecord] = {}  # as last read from or written to the store
         self._working: dict[str, EnvironmentRecord] = {}
+        self._unreadable: dict[str, str] = {}
+        self._forgotten: set[str] = set()
         self._loaded = False
 
     @property
@@ -24,17 +26,21 @@ class StateMemory:
         return self.store.description
 
     async def ensure_loaded(self) -> None:
-        """Read every record once (and again after a conflict): the store's copy wins."""
+        """Read the records once, and again after a conflict or while some are unreadable: the
+        store's copy wins. Raises StateStoreError when the store cannot be read."""
         if self._loaded:
             return
-        try:
-            stored = await self.store.load()
-        except StateStoreError as exc:
-            log.error("state store unreadable; starting without memory", error=str(exc))
-            stored = {}
-        self._stored.update(stored)
-        self._working.update(stored)
-        self._loaded = True
+        stored = await self.store.load()
+        self._stored.update(stored.records)
+        self._working.update(
+            (name, record) for name, record in stored.records.items() if name not in self._forgotten
+        )
+        self._unreadable = dict(stored.unreadable)
+        self._loaded = not self._unreadable
+
+    def unreadable(self, name: str) -> str | None:
+        """Why the stored record of `name` cannot be read, if it cannot."""
+        return self._unreadable.get(name)
 
     def record(self, name: str) -> EnvironmentRecord:
         return self._working.get(name) or self._stored.get(name) or EnvironmentRecord()
@@ -44,8 +50,9 @@ class StateMemory:
         return set(self._working)
 
     def update(self, name: str, record: EnvironmentRecord) -> None:
-        """Keep a new working copy; it is written by the next `flush`."""
+        """Keep a new working copy; `save` writes it."""
         self._working[name] = record
+        self._forgotten.discard(name)
 
     def was_stored(self, name: str) -> bool:
         return name in self._stored and self._stored[name].version > 0
@@ -54,33 +61,21 @@ class StateMemory:
         """Stop tracking a removed environment. Its stored record is kept, in the store and
         here: if the environment comes back, it continues from that version."""
         self._working.pop(name, None)
+        self._forgotten.add(name)
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
-        """Write now; raises StoreConflict if another controller wrote since `record.version`."""
+        """Write now. Raises StoreConflict if another controller wrote since `record.version`
+        (everything is re-read before the next pass), StateStoreError if the write failed."""
         try:
             written = await self.store.put(name, record)
         except StoreConflict:
-            self._loaded = False  # re-read everything before the next pass acts
+            self._loaded = False
             raise
         self._stored[name] = self._working[name] = written
         return written
 
-    async def flush(self) -> list[str]:
-        """Write every working record that changed; returns the names that could not be."""
-        failed: list[str] = []
-        for name, working in list(self._working.items()):
-            if working == self._stored.get(name, EnvironmentRecord()):
-                continue
-            try:
-                await self.put(name, working)
-            except StoreConflict as exc:
-                log.warning(
-                    "state store conflict: another controller acted; re-reading",
-                    environment=name,
-                    error=str(exc),
-                )
-                failed.append(name)
-            except StateStoreError as exc:
-                log.error("state store write failed", environment=name, error=str(exc))
-                failed.append(name)
-        return failed
+    async def save(self, name: str) -> None:
+        """Write the working record of `name` if it changed since it was stored."""
+        working = self._working.get(name)
+        if working is not None and working != self._stored.get(name, EnvironmentRecord()):
+            await self.put(name, working)

@@ -21,7 +21,7 @@ import structlog
 from controller.core.aws import NoRegion
 from controller.core.clock import Clock
 from controller.core.desired_state import DesiredState
-from controller.core.state_store import StoreConflict
+from controller.core.state_store import StateStoreError, StoreConflict
 from controller.engine.cloudwatch import ServiceCount
 from controller.engine.memory import StateMemory
 from controller.engine.passes import EnvironmentOutcome, PassRequest
@@ -45,6 +45,7 @@ Observations = dict[str, tuple[Mapping[str, Any], str]]  # reconciler -> (by nam
 class PassOptions:
     dry_run: bool  # decide and log, change nothing
     pass_timeout: timedelta
+    persist: bool = True  # save the records (plan does not)
 
 
 class PassEngine:
@@ -80,11 +81,22 @@ class PassEngine:
             await reconciler.close(grace_seconds)
 
     async def run(
-        self, desired: DesiredState, request: PassRequest, options: PassOptions, persist: bool
+        self, desired: DesiredState, request: PassRequest, options: PassOptions
     ) -> dict[str, EnvironmentOutcome]:
-        await self.memory.ensure_loaded()
-        self._forget_removed(desired)
         now = self.clock.now()
+        try:
+            await self.memory.ensure_loaded()
+        except StateStoreError as exc:
+            # what was recorded (a run in flight) is unknown: nothing may be decided on it
+            log.error(
+                "state store unreadable: nothing is done until it can be read", error=str(exc)
+            )
+            error = f"state store unreadable: {exc}"
+            return {
+                name: self._failed(name, self.runtime(name), now, error)
+                for name in desired.environments
+            }
+        self._forget_removed(desired)
         contexts, outcomes = self._contexts(desired, request, options.dry_run, now)
         deadline = asyncio.get_running_loop().time() + options.pass_timeout.total_seconds()
         with self.reporter.timed("observe"):
@@ -96,8 +108,6 @@ class PassEngine:
         outcomes.update(zip((c.name for c in contexts), results, strict=True))
         if not options.dry_run:
             await self.reporter.publish_service_metrics(self._service_counts(contexts), now)
-        if persist:
-            await self.memory.flush()
         return outcomes
 
     def _contexts(
@@ -118,6 +128,10 @@ class PassEngine:
                 continue
             runtime.spec = spec
             runtime.wakes_before_pass = runtime.wakes_requested  # asked before we observe
+            unreadable = self.memory.unreadable(name)
+            if unreadable is not None:  # what it recorded is unknown: decide nothing on it
+                outcomes[name] = self._failed(name, runtime, now, unreadable)
+                continue
             try:
                 region = self._region(spec.region)
             except NoRegion as exc:
@@ -146,6 +160,10 @@ class PassEngine:
             except TimeoutError:
                 log.error("observation timed out", observer=observer.name)
                 facts = {c.name: observer.unobserved(c, "observation timed out") for c in contexts}
+            except Exception as exc:  # unknown for these environments, never a reason to act
+                log.exception("observation failed", observer=observer.name, error=str(exc))
+                reason = f"observation failed: {exc}"
+                facts = {c.name: observer.unobserved(c, reason) for c in contexts}
             contexts = [replace(c, facts=facts.get(c.name, c.facts)) for c in contexts]
         return contexts
 
@@ -184,6 +202,9 @@ class PassEngine:
             except StoreConflict as exc:
                 log.warning("state store conflict: another controller acted; re-reading")
                 return self._failed(context.name, runtime, now, str(exc))
+            except StateStoreError as exc:
+                log.error("state store write failed", error=str(exc))
+                return self._failed(context.name, runtime, now, f"record not saved: {exc}")
             except Exception as exc:  # one environment's failure never fails another
                 log.exception("reconcile failed", error=str(exc))
                 return self._failed(context.name, runtime, now, str(exc))
@@ -204,15 +225,18 @@ class PassEngine:
             decisions.append((reconciler.name, decision))
             context = context.after(decision)
         self.reporter.decided(decisions, context.facts, options.dry_run)
-        if any(d.satisfies_wake for _, d in decisions):
-            runtime.wakes_satisfied = max(runtime.wakes_satisfied, runtime.wakes_before_pass)
+        runtime.decisions = tuple(decisions)
         for reconciler, (_, decision) in zip(self.reconcilers, decisions, strict=True):
             self.reporter.events(context.name, decision.events)
             if decision.changes_aws and not options.dry_run:
                 context = await self._act(reconciler, context, decision, runtime, now)
-        self.memory.update(context.name, context.record)
-        runtime.decisions = tuple(decisions)
+        # only once every change is made: a wake whose scale-up failed is still pending
+        if any(d.satisfies_wake for _, d in decisions):
+            runtime.wakes_satisfied = max(runtime.wakes_satisfied, runtime.wakes_before_pass)
         runtime.merge_facts(context.facts)
+        self.memory.update(context.name, context.record)
+        if options.persist:
+            await self.memory.save(context.name)  # a record not saved fails the environment
         by_reconciler: dict[str, Result] = {
             name: "error" if decision.unknown else "success" for name, decision in decisions
         }

@@ -70,7 +70,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, seed_aws: AwsCli
 async def test_a_record_round_trips_with_its_run_in_flight(store: StateStore) -> None:
     written = await store.put("staging", RECORD)
     assert written.version == 1
-    loaded = (await store.load())["staging"]
+    loaded = (await store.load()).records["staging"]
     assert loaded == written
 
 
@@ -93,7 +93,7 @@ async def test_the_controller_runs_on_a_dynamodb_store(
     )
     report = await h.controller.reconcile_once()
     assert report.decision("staging", "power").action == "terraform_apply"
-    stored = (await dynamodb_store.load())["staging"]
+    stored = (await dynamodb_store.load()).records["staging"]
     assert stored.power.run is not None
     assert stored.power.run.run_id is not None
 
@@ -138,7 +138,7 @@ async def test_a_state_file_written_by_the_previous_release_still_loads(tmp_path
             }
         )
     )
-    record = (await FileStateStore(str(path)).load())["staging"]
+    record = (await FileStateStore(str(path)).load()).records["staging"]
     assert record.version == 7
     assert record.idle.awake_since == NOW
     assert record.power.run is not None and record.power.run.run_id == "cli:tok"
@@ -154,10 +154,25 @@ async def test_a_state_file_written_by_the_previous_release_still_loads(tmp_path
         "not a record",
     ],
 )
-async def test_a_record_the_controller_cannot_fully_read_is_refused(
+async def test_a_record_the_controller_cannot_fully_read_is_set_apart(
     tmp_path: Path, entry: object
 ) -> None:
     path = tmp_path / "state.json"
-    path.write_text(json.dumps({"version": 2, "environments": {"staging": entry}}))
-    with pytest.raises(StateStoreError, match="invalid record"):
-        await FileStateStore(str(path)).load()
+    good = {"power": {"state": "RUNNING"}}
+    path.write_text(json.dumps({"version": 2, "environments": {"staging": entry, "ok": good}}))
+    loaded = await FileStateStore(str(path)).load()
+    assert "invalid record of staging" in loaded.unreadable["staging"]
+    assert set(loaded.records) == {"ok"}
+    with pytest.raises(StateStoreError, match="unreadable"):  # never overwritten blindly
+        await FileStateStore(str(path)).put("staging", EnvironmentRecord())
+
+
+async def test_an_unreadable_dynamodb_item_is_set_apart(
+    dynamodb_store: DynamoDbStateStore, seed_aws: AwsClients
+) -> None:
+    await dynamodb_store.put("ok", RECORD)
+    item = {"environment": {"S": "bad"}, "record": {"S": "[1, 2]"}, "version": {"N": "3"}}
+    await seed_aws.call("dynamodb", "PutItem", REGION, TableName="infra-controller", Item=item)
+    loaded = await dynamodb_store.load()
+    assert set(loaded.records) == {"ok"}
+    assert "invalid record of bad" in loaded.unreadable["bad"]

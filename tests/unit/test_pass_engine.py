@@ -7,6 +7,7 @@ the reporter and its metrics are the product's own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from reconcilers.interface import (
     ActOutcome,
     Decision,
     EnvironmentContext,
+    EnvironmentFacts,
+    Observer,
     Unobserved,
 )
 
@@ -103,7 +106,7 @@ class Rig:
         request: PassRequest | None = None,
         options: PassOptions = OPTIONS,
     ) -> dict[str, EnvironmentOutcome]:
-        return await self.engine.run(state, request or PassRequest(), options, persist=True)
+        return await self.engine.run(state, request or PassRequest(), options)
 
     def reconciles(self, environment: str, reconciler: str, result: str) -> float:
         labels = {"environment": environment, "reconciler": reconciler, "result": result}
@@ -111,11 +114,30 @@ class Rig:
         return value or 0.0
 
 
-def rig(tmp_path: Path, *reconcilers: Scripted) -> Rig:
+@dataclass
+class FailingObserver:
+    """An observer whose reads blow up (a garbage answer the AWS layer let through)."""
+
+    name: str = "broken-observer"
+
+    async def observe(
+        self, contexts: Sequence[EnvironmentContext], now: datetime
+    ) -> Mapping[str, EnvironmentFacts]:
+        raise KeyError("serviceName")
+
+    def unobserved(self, context: EnvironmentContext, reason: str) -> EnvironmentFacts:
+        return replace(context.facts, service_error=reason)
+
+
+def rig(
+    tmp_path: Path,
+    *reconcilers: Scripted,
+    observers: Sequence[Observer] = (),
+) -> Rig:
     clock = ManualClock()
     metrics = ControllerMetrics()
     engine = PassEngine(
-        observers=[],
+        observers=observers,
         reconcilers=list(reconcilers),
         memory=StateMemory(FileStateStore(str(tmp_path / "state.json"))),
         reporter=Reporter(metrics),
@@ -239,12 +261,12 @@ async def test_records_are_saved_and_a_removed_environment_keeps_its_record(
     r = rig(tmp_path, Scripted("p", remember=True))
     await r.run(desired("a", "b"))
     store = FileStateStore(str(tmp_path / "state.json"))
-    saved = await store.load()
+    saved = (await store.load()).records
     assert saved["b"].idle.awake_since == r.clock.now()
     r.clock.advance(60)
     await r.run(desired("a"))
     assert set(r.engine.runtimes) == {"a"}
-    after = await store.load()
+    after = (await store.load()).records
     assert after["b"] == saved["b"]  # left as it is: never deleted, never destroyed
     assert after["a"].idle.awake_since == r.clock.now()
     assert after["a"].version == 2
@@ -264,3 +286,59 @@ def test_the_environment_speaks_with_the_acting_then_the_holding_then_the_last_r
     assert summarise([("a", plain), ("b", holding)]) == ("none", holding.reason)
     assert summarise([("a", plain), ("b", irrelevant)]) == ("none", plain.reason)
     assert summarise([("a", irrelevant), ("b", irrelevant)])[1] == irrelevant.reason
+
+
+async def test_an_observer_that_fails_leaves_its_facts_unknown_and_the_pass_goes_on(
+    tmp_path: Path,
+) -> None:
+    policy = Scripted("p")
+    outcomes = await rig(tmp_path, policy, observers=[FailingObserver()]).run(desired("a", "b"))
+    assert set(outcomes) == {"a", "b"}
+    assert [c.facts.service_error for _, _, c in policy.seen] == [
+        "observation failed: 'serviceName'"
+    ] * 2
+
+
+async def test_a_wake_whose_change_failed_stays_pending(tmp_path: Path) -> None:
+    policy = Scripted("p", action="scale_up", satisfies_wake=True, fail_act_for={"a"})
+    r = rig(tmp_path, policy)
+    runtime = r.engine.runtime("a")
+    runtime.wakes_requested = 1
+    assert (await r.run(desired("a")))["a"].result == "error"
+    assert runtime.wake_pending  # the scale-up failed: the wake is kept
+    policy.fail_act_for = set()
+    await r.run(desired("a"), PassRequest(due_now=frozenset({"a"})))
+    assert not runtime.wake_pending
+
+
+async def test_a_record_that_cannot_be_saved_fails_its_environment(tmp_path: Path) -> None:
+    (tmp_path / "state.json.lock").mkdir()  # the store reads, but cannot take its write lock
+    r = rig(tmp_path, Scripted("p", remember=True))
+    outcome = (await r.run(desired("a")))["a"]
+    assert outcome.result == "error"
+    assert outcome.error is not None and outcome.error.startswith("record not saved: ")
+
+
+async def test_an_unreadable_record_stops_only_its_environment(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(
+        json.dumps({"version": 2, "environments": {"a": {}, "b": {"power": {"state": "MAYBE"}}}})
+    )
+    policy = Scripted("p", action="act")
+    outcomes = await rig(tmp_path, policy).run(desired("a", "b"))
+    assert outcomes["a"].result == "success"
+    assert outcomes["b"].result == "error"
+    assert outcomes["b"].error is not None and "invalid record of b" in outcomes["b"].error
+    assert [name for name, _, _ in policy.seen] == ["a"]
+    assert policy.acted == ["a"]
+
+
+async def test_an_unreadable_store_stops_every_environment(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("{not json")
+    policy = Scripted("p", action="act")
+    r = rig(tmp_path, policy)
+    outcomes = await r.run(desired("a", "b"))
+    assert {o.result for o in outcomes.values()} == {"error"}
+    assert policy.seen == []
+    (tmp_path / "state.json").write_text("{}")  # repaired: the next due pass acts again
+    r.clock.advance(60)
+    assert {o.result for o in (await r.run(desired("a", "b"))).values()} == {"success"}
