@@ -39,7 +39,8 @@ def add_remote_commands(commands: Any) -> None:
 
 
 def _base_url(args: argparse.Namespace) -> str:
-    return str(args.url or f"http://{Settings().http_addr}").rstrip("/")
+    url = str(args.url or Settings().http_addr)
+    return (url if "://" in url else f"http://{url}").rstrip("/")
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -45,7 +45,8 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
     power = _power(env, now)
     action, reason = summarise(env.decisions)
     return {
-        "power": env.record.power.state,
+        # as decided in the last pass (reported even when not recorded), else as recorded
+        "power": env.facts.power_state or env.record.power.state,
         "desired_power": env.spec.power,
         "power_detail": power,
         "current_run": power["current_run"],

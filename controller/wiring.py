@@ -25,6 +25,7 @@ from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.pass_engine import AnyReconciler, PassEngine
 from controller.engine.reporter import Reporter
+from reconcilers.idle.decision import wake_refusal
 from reconcilers.idle.reconciler import IdleReconciler
 from reconcilers.interface import Observer
 from reconcilers.power.reconciler import PowerReconciler
@@ -108,5 +109,13 @@ def build_controller(
     )
     tracker = DesiredStateTracker(source or open_source(settings.desired_state, settings), rng)
     return Controller(
-        settings, tracker, engine, memory, reporter, metrics, clock, closers=(aws.close,)
+        settings,
+        tracker,
+        engine,
+        memory,
+        reporter,
+        metrics,
+        clock,
+        wake_refusal=wake_refusal,  # the idle policy is the one that wakes services
+        closers=(aws.close,),
     )

@@ -17,6 +17,7 @@ from types import MappingProxyType
 import structlog
 
 from controller.core.clock import Clock
+from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
 from controller.core.settings import Settings
 from controller.desired.tracker import DesiredStateTracker
@@ -44,6 +45,7 @@ class Controller:
         reporter: Reporter,
         metrics: ControllerMetrics,
         clock: Clock,
+        wake_refusal: Callable[[Environment], str | None],
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.settings = settings
@@ -54,6 +56,7 @@ class Controller:
         self._memory = memory
         self._reporter = reporter
         self._closers = closers
+        self._wake_refusal = wake_refusal  # the rule of the policy that handles wakes
         self._scheduler = Scheduler(self._scheduled_pass, clock, settings.interval)
         self._pass_lock = asyncio.Lock()
         self._snapshot = Snapshot(tracker.view(), settings.dry_run, clock.now())
@@ -84,13 +87,9 @@ class Controller:
         desired = self._tracker.desired
         if desired is None or name not in desired.environments:
             return "unknown environment"
-        spec = desired.environments[name]
-        if spec.service is None or spec.idle is None:
-            return "the environment has no service with an idle policy"
-        if spec.power == "off":
-            return "the environment's power is off"
-        if spec.suspend:
-            return "the environment is suspended"
+        refusal = self._wake_refusal(desired.environments[name])
+        if refusal is not None:
+            return refusal
         self._engine.runtime(name).wakes_requested += 1
         log.info("wake requested", environment=name, revision=self._tracker.revision)
         self._publish()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.engine.runtime import Result
@@ -38,17 +38,21 @@ RETRY_EVERYTHING = PassRequest(fetch_now=True, retry_all=True)
 
 
 def summarise(decisions: Sequence[tuple[str, Decision]]) -> tuple[str, str]:
-    """The environment's (action, reason): the first policy that acts, else the first that holds
-    the environment (a run in flight), else the last one that applies to it."""
+    """The environment's (action, reason): the first policy that acts, else the first that could
+    not decide (what failed), else the first that holds the environment (a run in flight), else
+    the last one that applies to it."""
     if not decisions:
         return "none", "not reconciled"
     ordered = [decision for _, decision in decisions]
-    for decision in ordered:
-        if decision.changes_aws:
-            return decision.action, decision.reason
-    for decision in ordered:
-        if decision.holds:
-            return decision.action, decision.reason
+    picks: tuple[Callable[[Decision], bool], ...] = (
+        lambda d: d.changes_aws,
+        lambda d: d.unknown,
+        lambda d: d.holds,
+    )
+    for pick in picks:
+        for decision in ordered:
+            if pick(decision):
+                return decision.action, decision.reason
     chosen = ([d for d in ordered if d.relevant] or ordered)[-1]
     return chosen.action, chosen.reason
 

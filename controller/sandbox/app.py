@@ -80,7 +80,7 @@ def _prepare_workdir(requested: str | None) -> Path:
 MISSING_EMULATOR = (
     "infra-controller: the sandbox needs the local AWS emulator, which a production install "
     "does not carry. Install it with: pip install 'infra-controller[sandbox]' "
-    "(from a clone, `make sandbox` installs it and starts the sandbox)"
+    "(from a clone: pip install '.[sandbox]', or `make sandbox`, which also starts it)"
 )
 
 

@@ -101,6 +101,17 @@ def track_last_request(record: IdleRecord, activity: Activity | None) -> IdleRec
     return replace(record, last_request_at=max(candidates) if candidates else activity.window_start)
 
 
+def wake_refusal(environment: Environment) -> str | None:
+    """Why a wake asked through the API cannot apply to `environment`; None when it can."""
+    if environment.service is None or environment.idle is None:
+        return "the environment has no service with an idle policy"
+    if environment.power == "off":
+        return "the environment's power is off"
+    if environment.suspend:
+        return "the environment is suspended"
+    return None
+
+
 def needs_activity(
     environment: Environment, service: ServiceState
 ) -> Literal["requests", "rejected", None]:

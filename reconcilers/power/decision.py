@@ -43,7 +43,7 @@ class PowerObservation:
 @dataclass(frozen=True, kw_only=True)
 class PowerDecision(Decision):
     action: PowerAction = "none"
-    state: PowerState
+    state: PowerState | None  # None: unknown (a failed read, and nothing recorded before)
     power_record: PowerRecord  # the record after this decision (before any new run starts)
     completed: RunResult | None = None  # a run observed finishing in this pass
 
@@ -163,30 +163,39 @@ def _converge(
     record = observed.record
 
     def result(
-        action: PowerAction, state: PowerState, reason: str, unknown: bool = False
+        action: PowerAction,
+        state: PowerState | None,
+        reason: str,
+        unknown: bool = False,
+        guessed: bool = False,
     ) -> PowerDecision:
+        # a guess is reported, never recorded: a recorded state decides later runs
+        recorded = record if guessed or state is None else _with_state(record, state, now)
         return PowerDecision(
             action=action,
             state=state,
             reason=reason,
-            power_record=_with_state(record, state, now),
+            power_record=recorded,
             unknown=unknown,
             holds=action != "none" or state in TRANSITIONAL,
             relevant=spec.terraform is not None,
         )
 
+    observed_state = observed.service_exists is not None
     if spec.terraform is None:
         state = report_only_state(spec, observed.service_exists)
-        return result("none", state, "no terraform block: power is reported, not acted on")
+        reason = "no terraform block: power is reported, not acted on"
+        return result("none", state, reason, guessed=not observed_state)
     current = record.state
     if spec.suspend:
         state = current or report_only_state(spec, observed.service_exists)
-        return result("none", state, "suspended: observing only")
+        return result("none", state, "suspended: observing only", guessed=current is None)
     declares_service = spec.service is not None
-    if declares_service and observed.service_exists is None:
+    if declares_service and not observed_state:
+        # unknown is never a reason to act, nor to record a state that later runs rest on
         error = observed.service_error or "read failed"
         reason = f"service state unknown ({error}): no run started"
-        return result("none", current or "STOPPED", reason, unknown=True)
+        return result("none", current, reason, unknown=True)
 
     operation: Operation = "apply" if spec.power == "on" else "destroy"
     converged_state: PowerState = "RUNNING" if operation == "apply" else "STOPPED"
@@ -235,7 +244,7 @@ def decide_in_context(
     if decision.completed is not None:
         events.append(_run_finished(decision.completed))
     previous = context.record.power.state
-    if previous is not None and previous != decision.state:
+    if previous is not None and decision.state is not None and previous != decision.state:
         events.append(_state_changed(previous, decision.state, decision.reason))
     change = {}
     if decision.operation is not None and spec.terraform is not None:
@@ -276,4 +285,5 @@ def _state_changed(previous: PowerState, state: PowerState, reason: str) -> Even
 def _condition(spec: Environment, decision: PowerDecision) -> Condition:
     wanted: PowerState = "RUNNING" if spec.power == "on" else "STOPPED"
     converged = decision.state == wanted and decision.action == "none" and not decision.unknown
-    return Condition("PowerConverged", converged, decision.state.title(), decision.reason)
+    state = decision.state.title() if decision.state else "Unknown"
+    return Condition("PowerConverged", converged, state, decision.reason)

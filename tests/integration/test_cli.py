@@ -211,7 +211,8 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
     try:
         _wait_for_http(port, proc)
         url = f"http://127.0.0.1:{port}"
-        status = cli("status", "--url", url, "--output", "json", cwd=tmp_path)
+        bare = url.removeprefix("http://")  # host:port, as CONTROLLER_HTTP_ADDR is written
+        status = cli("status", "--url", bare, "--output", "json", cwd=tmp_path)
         assert status.returncode == 0
         assert "demo" in json.loads(status.stdout)["environments"]
         refused = cli("wake", "demo", "--url", url, "--token", "wrong", cwd=tmp_path)

@@ -15,6 +15,7 @@ import pytest
 from controller.core.aws import AwsClients
 from controller.engine.passes import RETRY_EVERYTHING, PassReport, PassRequest
 from controller.sandbox.demo_stack import create_demo_stack
+from controller.sandbox.emulator import free_port
 from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
 from tests.waiting import until
 
@@ -258,3 +259,26 @@ async def test_wakes_and_pushes_never_retry_a_failed_run_only_a_reconcile_of_it_
     finally:
         stop.set()
         await asyncio.wait_for(loop, 10)
+
+
+async def test_a_failed_read_on_an_empty_store_never_leads_to_a_run(
+    make_controller: MakeController,
+    fake_terraform: Path,
+    seed_aws: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (stack,) = await create_demo_stack(seed_aws, REGION)  # the stack is up, the store is empty
+    service = f"service: {{cluster: {stack.cluster}, name: {stack.service}}}"
+    body = desired(fake_terraform, extra=service)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", f"http://127.0.0.1:{free_port()}")
+    blind: Harness = make_controller(body, max_attempts=1)
+    report = await blind.controller.reconcile_once()
+    assert (action(report), state(report)) == ("none", None)
+    assert report.results["staging"] == "error"
+    assert "service state unknown" in report.summary("staging")[1]
+    assert blind.status()["environments"]["staging"]["power"] is None  # unknown, not a guess
+    monkeypatch.delenv("AWS_ENDPOINT_URL_ECS")
+    seeing: Harness = make_controller(body)  # same store: nothing was recorded from the guess
+    report = await seeing.controller.reconcile_once()
+    assert (action(report), state(report)) == ("none", "RUNNING")
+    assert commands(fake_terraform) == []

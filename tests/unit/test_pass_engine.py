@@ -278,11 +278,13 @@ def _decision(action: str = "none", holds: bool = False, relevant: bool = True) 
     )
 
 
-def test_the_environment_speaks_with_the_acting_then_the_holding_then_the_last_relevant() -> None:
+def test_the_environment_speaks_with_the_acting_the_failing_the_holding_the_last_relevant() -> None:
     acting, holding = _decision("scale"), _decision(holds=True)
     plain, irrelevant = _decision(), _decision(relevant=False)
+    failing = Decision(reason="activity unknown (throttled)", unknown=True)
     assert summarise([]) == ("none", "not reconciled")
     assert summarise([("a", holding), ("b", acting)]) == ("scale", acting.reason)
+    assert summarise([("a", holding), ("b", failing)]) == ("none", failing.reason)
     assert summarise([("a", plain), ("b", holding)]) == ("none", holding.reason)
     assert summarise([("a", plain), ("b", irrelevant)]) == ("none", plain.reason)
     assert summarise([("a", irrelevant), ("b", irrelevant)])[1] == irrelevant.reason

@@ -254,3 +254,26 @@ def test_the_decision_is_pure_and_never_destroys_when_power_is_on(
         assert first.action != "terraform_destroy"
     else:
         assert first.action != "terraform_apply"
+
+
+def test_an_unknown_service_on_an_empty_record_reports_unknown_and_records_nothing() -> None:
+    decision = decide_power(env(), obs(PowerRecord(), exists=None, service_error="no creds"), NOW)
+    assert (decision.action, decision.state, decision.unknown) == ("none", None, True)
+    assert decision.power_record == PowerRecord()
+
+
+def test_an_unknown_service_keeps_the_recorded_state_untouched() -> None:
+    record = PowerRecord(state="RUNNING", changed_at=NOW - timedelta(days=1))
+    decision = decide_power(env("off"), obs(record, exists=None), NOW)
+    assert (decision.action, decision.state) == ("none", "RUNNING")
+    assert decision.power_record == record
+
+
+def test_a_guessed_state_is_reported_but_never_recorded() -> None:
+    suspended = decide_power(env(suspend=True), obs(PowerRecord(), exists=None), NOW)
+    assert (suspended.state, suspended.power_record.state) == ("RUNNING", None)
+    plain = Environment.model_validate({"power": "on"})
+    reported = decide_power(plain, obs(PowerRecord(), exists=None), NOW)
+    assert (reported.state, reported.power_record.state) == ("RUNNING", None)
+    seen = decide_power(plain.model_copy(update={"power": "off"}), obs(exists=False), NOW)
+    assert (seen.state, seen.power_record.state) == ("STOPPED", "STOPPED")  # observed: recorded
