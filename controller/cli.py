@@ -8,8 +8,8 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -17,15 +17,17 @@ from controller import __version__, cli_remote
 from controller.core.desired_state import DesiredState
 from controller.core.settings import Settings
 from controller.core.state_store import StateStoreError
-from controller.desired.file_source import read_desired_state_file
+from controller.desired.file_source import parse_desired_state_bytes, read_desired_state_file
 from controller.desired.loader import InvalidDesiredState, Problem
 from controller.engine.controller import Controller
 from controller.engine.passes import PassReport
 from controller.http_api import start_http_server
+from controller.http_guard import raise_open_file_limit
 from controller.logging_setup import configure_logging
 from controller.wiring import build_controller
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+T = TypeVar("T")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(plan)
     plan.add_argument("--output", choices=["text", "json"], default="text")
 
-    validate = commands.add_parser("validate", help="check a desired-state file offline")
-    validate.add_argument("file", nargs="?", help="default: CONTROLLER_DESIRED_STATE")
+    validate = commands.add_parser("validate", help="check desired-state files offline")
+    validate.add_argument(
+        "files", nargs="*", metavar="FILE", help="default: CONTROLLER_DESIRED_STATE; - for stdin"
+    )
 
     commands.add_parser("schema", help="print the JSON Schema of the desired-state file")
 
@@ -137,6 +141,12 @@ def _report_json(report: PassReport) -> str:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    daemon = args.command == "run" and not args.once
+    stop = asyncio.Event()
+    if daemon:  # from the very start: a SIGTERM during the first git fetch still exits 0
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     try:
         controller = build_controller(settings)
     except (ValueError, StateStoreError) as exc:
@@ -144,7 +154,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_INVALID
     try:
         # a bad file at start is refused outright; later bad revisions keep the last good one
-        desired = (await controller.refresh_desired_state()).desired
+        snapshot = await _unless_stopped(controller.refresh_desired_state(), stop)
+        if snapshot is None:
+            return EXIT_OK
+        desired = snapshot.desired
         if desired.revision is None and desired.problems:
             print_problems(desired.problems)
             return EXIT_INVALID
@@ -160,21 +173,31 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             if args.output == "json":
                 print(_report_json(report))
             return EXIT_FAILED if report.failed else EXIT_OK
-        return await _daemon(controller, settings)
+        return await _daemon(controller, settings, stop)
     finally:
         await controller.close()
 
 
-async def _daemon(controller: Controller, settings: Settings) -> int:
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None when `stop` comes first (then `work` is cancelled)."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    return task.result()
+
+
+async def _daemon(controller: Controller, settings: Settings, stop: asyncio.Event) -> int:
+    raise_open_file_limit()  # room for many HTTP clients besides AWS calls and git
     try:
         runner = await start_http_server(controller, settings.http_host, settings.http_port)
     except OSError as exc:
         print(f"infra-controller: cannot listen on {settings.http_addr}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await controller.run(stop)
     finally:
@@ -196,15 +219,27 @@ def _print_plan(report: PassReport, output: str) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    path = args.file or Settings().desired_state
-    try:
-        loaded = read_desired_state_file(path)
-    except InvalidDesiredState as exc:
-        print_problems(exc.problems)
-        return EXIT_INVALID
-    count = len(loaded.state.environments)
-    print(f"{path}: valid ({count} environment{'s' if count != 1 else ''})")
-    return EXIT_OK
+    """Every file is checked; exit 2 if any is invalid."""
+    settings = _settings_or_exit(args)
+    if isinstance(settings, int):
+        return settings
+    limit = settings.max_desired_state_bytes
+    status = EXIT_OK
+    for path in args.files or [settings.desired_state]:
+        try:
+            if path == "-":  # read as bytes, at most one past the limit
+                data = sys.stdin.buffer.read(limit + 1)
+                loaded = parse_desired_state_bytes(data, "<stdin>", limit)
+            else:
+                loaded = read_desired_state_file(path, limit)
+        except InvalidDesiredState as exc:
+            print_problems(exc.problems)
+            status = EXIT_INVALID
+            continue
+        count = len(loaded.state.environments)
+        name = "<stdin>" if path == "-" else path
+        print(f"{name}: valid ({count} environment{'s' if count != 1 else ''})")
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

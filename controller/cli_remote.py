@@ -11,6 +11,7 @@ from urllib.parse import quote
 import aiohttp
 
 from controller.core.settings import Settings
+from controller.desired.git_source import redact_userinfo
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -59,7 +60,7 @@ async def status(args: argparse.Namespace) -> int:
         ):
             body: dict[str, Any] = await response.json()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        print(f"infra-controller: cannot reach {url}: {exc}", file=sys.stderr)
+        print(_unreachable(url, exc), file=sys.stderr)
         return EXIT_REFUSED
     if args.output == "json":
         print(json.dumps(body, indent=2))
@@ -88,8 +89,13 @@ async def _post(url: str, token: str | None) -> tuple[int, str] | None:
         ):
             return response.status, await response.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"infra-controller: cannot reach {url}: {exc}", file=sys.stderr)
+        print(_unreachable(url, exc), file=sys.stderr)
         return None
+
+
+def _unreachable(url: str, exc: BaseException) -> str:
+    """Never prints a password given in the URL."""
+    return redact_userinfo(f"infra-controller: cannot reach {url}: {exc}")
 
 
 def _refused(what: str, status: int, text: str) -> int:

@@ -1,7 +1,8 @@
 """The HTTP server (contract section 6): metrics, health, status, and the mutating API.
 
 Mutating endpoints answer 403 when no token is configured and 401 without the right bearer
-token (compared in constant time); the webhook the same with its HMAC signature.
+token (compared in constant time); the webhook the same with its HMAC signature. The port faces
+a network: slow, idle and surplus connections are cut by `controller.http_guard`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,57 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.core.clock import utc_iso
 from controller.engine.controller import Controller
 from controller.engine.passes import PassRequest
+from controller.http_guard import (
+    ConnectionGuard,
+    GuardedSite,
+    default_max_connections,
+    listen_backlog,
+)
 from controller.status_view import controller_status, seed_status
 
 log = structlog.get_logger("infra_controller.http")
 
 WEBHOOK_MAX_BYTES = 1024 * 1024
+HEADER_TIMEOUT_SECONDS = 10.0  # request headers complete, and keep-alive idle, within this
+BODY_TIMEOUT_SECONDS = 30.0  # body read and answer written within this (1 MiB at 35 KB/s)
+REMEMBERED_DELIVERIES = 1000
 CONTROLLER_KEY = web.AppKey("controller", Controller)
+
+
+class RecentDeliveries:
+    """The last webhook deliveries, by `X-GitHub-Delivery` id and by signed body: the signature
+    covers the body only, so a replay under a forged new id is still the same body."""
+
+    def __init__(self, size: int = REMEMBERED_DELIVERIES) -> None:
+        self._size = size
+        self._keys: dict[str, None] = {}  # insertion order: the oldest first
+
+    def seen_before(self, *keys: str) -> bool:
+        """Whether any key was seen; the keys are remembered either way."""
+        seen = any(key in self._keys for key in keys)
+        for key in keys:
+            self._keys.pop(key, None)
+            self._keys[key] = None
+        while len(self._keys) > 2 * self._size:  # two keys a delivery
+            del self._keys[next(iter(self._keys))]
+        return seen
+
+
+DELIVERIES_KEY = web.AppKey("deliveries", RecentDeliveries)
+GUARD_KEY = web.AppKey("guard", ConnectionGuard)
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _header_bytes(request: web.Request, name: str) -> bytes | None:
+    """The header as sent, or None when it cannot be one of ours: aiohttp decodes header bytes
+    as UTF-8 with surrogate escapes, and an undecodable byte is no valid token or signature."""
+    try:
+        return request.headers.get(name, "").encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
 
 
 def _authorized(request: web.Request) -> web.Response | None:
@@ -34,10 +76,9 @@ def _authorized(request: web.Request) -> web.Response | None:
     token = request.app[CONTROLLER_KEY].settings.api_token
     if token is None:
         return _error(403, "the API is disabled: set CONTROLLER_API_TOKEN to enable it")
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.get_secret_value().encode()
+    scheme, _, given = (_header_bytes(request, "Authorization") or b"").partition(b" ")
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(
+        given.strip(), token.get_secret_value().encode()
     ):
         return _error(401, "missing or invalid bearer token")
     return None
@@ -59,9 +100,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[CONTROLLER_KEY].ready():
+    reason = request.app[CONTROLLER_KEY].ready()
+    if reason is None:
         return web.json_response({"status": "ready"})
-    return web.json_response({"status": "no valid desired state loaded"}, status=503)
+    return web.json_response({"status": reason}, status=503)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -108,25 +150,38 @@ async def git_hook(request: web.Request) -> web.Response:
     secret = controller.settings.webhook_secret
     if secret is None:
         return _error(403, "the webhook is disabled: set CONTROLLER_WEBHOOK_SECRET to enable it")
+    too_large = _error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
     if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
-        return _error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
-    body = await request.content.read(WEBHOOK_MAX_BYTES + 1)
-    if len(body) > WEBHOOK_MAX_BYTES:
-        return _error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
-    expected = (
-        "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-    )
-    given = request.headers.get("X-Hub-Signature-256", "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return too_large
+    try:
+        # the whole body, chunked or not: the app's client_max_size stops it past the limit
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return too_large
+    except web.RequestPayloadError:
+        return _error(400, "malformed body")
+    expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+    given = _header_bytes(request, "X-Hub-Signature-256")
+    if given is None or not hmac.compare_digest(given, b"sha256=" + expected.encode()):
         return _error(401, "missing or invalid X-Hub-Signature-256")
-    log.info("git webhook received", delivery=request.headers.get("X-GitHub-Delivery"))
+    delivery = request.headers.get("X-GitHub-Delivery", "")[:128]
+    keys = (f"body:{expected}", f"id:{delivery}") if delivery else (f"body:{expected}",)
+    if request.app[DELIVERIES_KEY].seen_before(*keys):
+        log.info("git webhook replayed or redelivered: ignored", delivery=delivery or None)
+        return web.json_response({"message": "delivery already received"}, status=200)
+    log.info("git webhook received", delivery=delivery or None)
     controller.request_pass(PassRequest(fetch_now=True))
     return web.json_response({"message": "fetch and reconcile requested"}, status=202)
 
 
-def build_app(controller: Controller) -> web.Application:
-    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES + 1)
+def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=WEBHOOK_MAX_BYTES, middlewares=[guard.middleware] if guard else []
+    )
     app[CONTROLLER_KEY] = controller
+    app[DELIVERIES_KEY] = RecentDeliveries()
+    if guard is not None:
+        app[GUARD_KEY] = guard
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -138,12 +193,41 @@ def build_app(controller: Controller) -> web.Application:
     return app
 
 
-async def start_http_server(controller: Controller, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build_app(controller), access_log=None, handle_signals=False)
+async def start_http_server(
+    controller: Controller,
+    host: str,
+    port: int,
+    *,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+    max_connections: int | None = None,
+) -> web.AppRunner:
+    """Serve until `runner.cleanup()`. A connection is closed when its request headers are not
+    complete `header_timeout` after it opened or after its previous answer (so also when idle
+    that long between requests), and when reading the body and writing the answer takes over
+    `body_timeout`. Past `max_connections` (default: from the open-file limit) a new connection
+    drops the oldest one not inside a request."""
+    guard = ConnectionGuard(max_connections or default_max_connections(), body_timeout)
+    runner = web.AppRunner(
+        build_app(controller, guard),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=header_timeout,
+        # unread bodies are drained after the answer for this long at most
+        lingering_time=min(body_timeout, 10.0),
+        # the signature covers the bytes sent: never hash, nor inflate, a decompressed body
+        auto_decompress=False,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, guard, backlog=listen_backlog())
     await site.start()
-    log.info("http server listening", address=f"{host}:{port}")
+    log.info(
+        "http server listening",
+        address=f"{host}:{port}",
+        max_connections=guard.max_connections,
+        header_timeout_seconds=header_timeout,
+        body_timeout_seconds=body_timeout,
+    )
     return runner
 
 

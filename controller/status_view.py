@@ -24,6 +24,10 @@ def controller_status(snapshot: Snapshot, now: datetime) -> dict[str, Any]:
         "last_fetch_at": utc_iso(desired.last_fetch_at),
         "dry_run": snapshot.dry_run,
         "last_pass_completed_at": utc_iso(snapshot.last_pass_completed_at),
+        "state_store": {
+            "location": snapshot.state_store,
+            "problem": snapshot.state_store_problem,
+        },
         "environments": {
             name: environment_status(env, now) for name, env in snapshot.environments.items()
         },

@@ -46,7 +46,7 @@ class IdleTuning:
 def open_source(location: str, settings: Settings) -> DesiredStateSource:
     """A file path, or a `git+...` URL (raises ValueError for a malformed one)."""
     if not location.startswith("git+"):
-        return FileSource(location)
+        return FileSource(location, max_bytes=settings.max_desired_state_bytes)
     credentials = GitCredentials(
         token=settings.git_token.get_secret_value() if settings.git_token else None,
         username=settings.git_username,
@@ -54,7 +54,10 @@ def open_source(location: str, settings: Settings) -> DesiredStateSource:
         known_hosts=settings.git_known_hosts,
     )
     return GitSource(
-        parse_git_location(location), credentials, timeout=settings.git_timeout.total_seconds()
+        parse_git_location(location),
+        credentials,
+        timeout=settings.git_timeout.total_seconds(),
+        max_bytes=settings.max_desired_state_bytes,
     )
 
 
@@ -95,7 +98,16 @@ def build_controller(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     metrics = ControllerMetrics()
-    aws = AwsClients(settings.aws_region, metrics.count_aws_call, max_attempts=aws_max_attempts)
+    # one call, retries included, takes at most a third of the pass: a hanging group of calls
+    # fails its own environments and leaves time for the others
+    call_timeout = min(20.0, settings.effective_pass_timeout.total_seconds() / 3)
+    aws = AwsClients(
+        settings.aws_region,
+        metrics.count_aws_call,
+        max_attempts=aws_max_attempts,
+        read_timeout=min(10.0, call_timeout),
+        call_timeout=call_timeout,
+    )
     memory = StateMemory(store or open_state_store(settings.state_store, aws))
     reporter = Reporter(metrics, ServiceMetricsPublisher(aws, settings.cloudwatch_namespace))
     engine = PassEngine(

@@ -3,6 +3,9 @@
 Per region and pass: DescribeServices (10 services a call, per cluster), then one
 DescribeTargetGroups (20 a call) for the target groups in front of the services, and
 DescribeLoadBalancers only for load balancers not seen before (their DNS name never changes).
+
+Answers are read strictly: a service is missing only when ECS lists it among its failures as
+MISSING; a service an answer does not mention, or an answer without its lists, is unknown.
 """
 
 from __future__ import annotations
@@ -12,14 +15,54 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
-from controller.core.aws import AwsClients, AwsError, arn_resource, chunks
+from controller.core.aws import Answer, AwsClients, AwsError, arn_resource, chunks
 from reconcilers.interface import EnvironmentContext, EnvironmentFacts, ServiceState
 
 DESCRIBE_SERVICES_BATCH = 10
 DESCRIBE_TARGET_GROUPS_BATCH = 20
 DESCRIBE_LOAD_BALANCERS_BATCH = 20
+
+
+class _TargetGroupRef(Answer):
+    targetGroupArn: str | None = None
+
+
+class _EcsService(Answer):
+    serviceName: str
+    status: str
+    desiredCount: int
+    runningCount: int
+    pendingCount: int = 0
+    loadBalancers: list[_TargetGroupRef] = []
+
+
+class _EcsFailure(Answer):
+    arn: str | None = None
+    reason: str | None = None
+
+
+class _DescribeServices(Answer):
+    services: list[_EcsService]
+    failures: list[_EcsFailure]
+
+
+class _TargetGroup(Answer):
+    TargetGroupArn: str
+    LoadBalancerArns: list[str] = []
+
+
+class _DescribeTargetGroups(Answer):
+    TargetGroups: list[_TargetGroup]
+
+
+class _LoadBalancer(Answer):
+    LoadBalancerArn: str
+    DNSName: str
+
+
+class _DescribeLoadBalancers(Answer):
+    LoadBalancers: list[_LoadBalancer]
 
 
 @dataclass
@@ -99,17 +142,26 @@ class ServiceObserver:
         async def describe(cluster: str, batch: Sequence[EnvironmentContext]) -> None:
             names = sorted({c.spec.service.name for c in batch if c.spec.service})
             try:
-                answer = await self._aws.call(
-                    "ecs", "DescribeServices", region, cluster=cluster, services=names
+                answer = await self._aws.read(
+                    _DescribeServices,
+                    "ecs",
+                    "DescribeServices",
+                    region,
+                    cluster=cluster,
+                    services=names,
                 )
             except AwsError as exc:
                 for c in batch:
                     seen[c.name].error = str(exc)
                 return
-            found = {svc["serviceName"]: svc for svc in answer.get("services", [])}
+            found = {svc.serviceName: svc for svc in answer.services}
+            missing = {
+                f.arn.rsplit("/", 1)[-1]: f.reason for f in answer.failures if f.arn is not None
+            }
             for c in batch:
                 assert c.spec.service is not None
-                _record_service(seen[c.name], found.get(c.spec.service.name))
+                name = c.spec.service.name
+                _record_service(seen[c.name], name, found.get(name), missing)
 
         await asyncio.gather(
             *(
@@ -128,16 +180,20 @@ class ServiceObserver:
         failed: dict[str, str] = {}
         for batch in chunks(wanted, DESCRIBE_TARGET_GROUPS_BATCH):
             try:
-                answer = await self._aws.call(
-                    "elbv2", "DescribeTargetGroups", region, TargetGroupArns=list(batch)
+                answer = await self._aws.read(
+                    _DescribeTargetGroups,
+                    "elbv2",
+                    "DescribeTargetGroups",
+                    region,
+                    TargetGroupArns=list(batch),
                 )
             except AwsError as exc:
                 failed.update({arn: str(exc) for arn in batch})
                 continue
-            for group in answer.get("TargetGroups", []):
-                info[group["TargetGroupArn"]] = (
-                    arn_resource(group["TargetGroupArn"], "targetgroup"),
-                    tuple(group.get("LoadBalancerArns", [])),
+            for group in answer.TargetGroups:
+                info[group.TargetGroupArn] = (
+                    arn_resource(group.TargetGroupArn, "targetgroup"),
+                    tuple(group.LoadBalancerArns),
                 )
         for c in contexts:
             for arn in seen[c.name].target_group_arns:
@@ -154,35 +210,39 @@ class ServiceObserver:
         unknown = sorted({lb for _, lbs in groups.values() for lb in lbs} - set(self._dns_names))
         for batch in chunks(unknown, DESCRIBE_LOAD_BALANCERS_BATCH):
             try:
-                answer = await self._aws.call(
-                    "elbv2", "DescribeLoadBalancers", region, LoadBalancerArns=list(batch)
+                answer = await self._aws.read(
+                    _DescribeLoadBalancers,
+                    "elbv2",
+                    "DescribeLoadBalancers",
+                    region,
+                    LoadBalancerArns=list(batch),
                 )
             except AwsError:
                 continue  # the endpoint is only reported; no decision needs it
-            for lb in answer.get("LoadBalancers", []):
-                self._dns_names[lb["LoadBalancerArn"]] = lb["DNSName"]
+            for lb in answer.LoadBalancers:
+                self._dns_names[lb.LoadBalancerArn] = lb.DNSName
 
 
 def _exists(service: ServiceState | None) -> bool:
     return service is not None and service.exists
 
 
-def _record_service(seen: _Seen, service: dict[str, Any] | None) -> None:
+def _record_service(
+    seen: _Seen, name: str, service: _EcsService | None, missing: dict[str, str | None]
+) -> None:
     if service is None:
-        seen.service = ServiceState(status="MISSING")
+        reason = missing.get(name, "not mentioned")
+        if reason == "MISSING":
+            seen.service = ServiceState(status="MISSING")
+        else:  # absent from an answer that should name it: unknown, never "gone"
+            seen.error = f"ecs DescribeServices: {name}: {reason}"
         return
     seen.service = ServiceState(
-        status=str(service.get("status", "ACTIVE")),
-        desired_count=int(service.get("desiredCount", 0)),
-        running_count=int(service.get("runningCount", 0)),
-        pending_count=int(service.get("pendingCount", 0)),
+        status=service.status,
+        desired_count=service.desiredCount,
+        running_count=service.runningCount,
+        pending_count=service.pendingCount,
     )
     seen.target_group_arns = tuple(
-        sorted(
-            {
-                lb["targetGroupArn"]
-                for lb in service.get("loadBalancers", [])
-                if lb.get("targetGroupArn")
-            }
-        )
+        sorted({lb.targetGroupArn for lb in service.loadBalancers if lb.targetGroupArn})
     )

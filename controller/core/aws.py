@@ -2,8 +2,12 @@
 
 The SDK resolves credentials and endpoints itself (so `AWS_ENDPOINT_URL` and
 `AWS_ENDPOINT_URL_<SERVICE>` work); retries use the adaptive mode. Every call goes through
-`call`, which reports it to a counter (the engine's `infra_controller_aws_api_calls_total`).
-Batching and ARN helpers used by every AWS caller live here too.
+`call`, which reports it to a counter (the engine's `infra_controller_aws_api_calls_total`),
+bounds it in time (retries included), and turns every failure into an `AwsError`: a throttled
+or refused call, a hang, a broken connection, an answer the SDK could not parse (an HTML page
+from a proxy, a truncated body). Callers then read answers through `parse_answer`, so that an
+answer missing what they rely on is an error too, never an empty list. Batching and ARN helpers
+used by every AWS caller live here too.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any, TypeVar, cast
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T")
+AnswerT = TypeVar("AnswerT", bound="Answer")
 # (service, operation, outcome) -> None; outcome is success, throttled or error
 CallCounter = Callable[[str, str, str], None]
 
@@ -43,11 +49,42 @@ class NoRegion(Exception):
 class AwsError(Exception):
     """An AWS call failed (after the SDK's retries); `code` is the AWS error code if any."""
 
-    def __init__(self, service: str, operation: str, code: str, message: str) -> None:
-        super().__init__(f"{service} {operation} failed: {code}: {message}")
+    def __init__(
+        self, service: str, operation: str, code: str, message: str, status: int | None = None
+    ) -> None:
+        super().__init__(f"{service} {operation} failed: {code}: {_one_line(message)}")
         self.service = service
         self.operation = operation
         self.code = code
+        self.status = status  # the HTTP status of AWS's answer, when there was one
+
+    @property
+    def refused(self) -> bool:
+        """AWS answered and refused the request (4xx): it was not carried out. Otherwise (a
+        timeout, a 5xx, a broken connection, an unreadable answer) it may have been."""
+        return self.status is not None and 400 <= self.status < 500
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """An error message fit for one log line: no newlines, no page of HTML."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+class Answer(BaseModel):
+    """The part of an AWS answer a caller relies on; what it does not name is ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def parse_answer(shape: type[AnswerT], answer: Any, service: str, operation: str) -> AnswerT:
+    """`answer` as `shape`, or AwsError if it lacks or garbles what `shape` requires."""
+    try:
+        return shape.model_validate(answer)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(answer)"
+        raise AwsError(service, operation, "MalformedAnswer", f"{where}: {first['msg']}") from None
 
 
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
@@ -79,9 +116,12 @@ class AwsClients:
         default_region: str | None = None,
         count: CallCounter = _ignore,
         max_attempts: int = 5,
-        read_timeout: float = 20.0,
+        read_timeout: float = 10.0,
+        call_timeout: float = 20.0,
     ) -> None:
         self._count = count
+        # one call, retries included, never takes longer: a hang fails that call's group only
+        self._call_timeout = call_timeout
         self._session: Any = get_session()
         # Fargate and Lambda set AWS_REGION, which botocore alone does not read.
         self._default_region = (
@@ -125,20 +165,56 @@ class AwsClients:
         self, service: str, operation: str, region: str | None, /, **params: Any
     ) -> dict[str, Any]:
         """Call `operation` (its API name, e.g. `DescribeServices`) and count it."""
+        result = await self._invoke(service, operation, region, params)
+        self._count(service, operation, "success")
+        return result
+
+    async def read(
+        self,
+        shape: type[AnswerT],
+        service: str,
+        operation: str,
+        region: str | None,
+        /,
+        **params: Any,
+    ) -> AnswerT:
+        """`call`, then the answer as `shape`: an answer lacking what `shape` requires is an
+        AwsError, counted as a failed call."""
+        result = await self._invoke(service, operation, region, params)
+        try:
+            parsed = parse_answer(shape, result, service, operation)
+        except AwsError:
+            self._count(service, operation, "error")
+            raise
+        self._count(service, operation, "success")
+        return parsed
+
+    async def _invoke(
+        self, service: str, operation: str, region: str | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The SDK call, bounded in time; every failure is counted and becomes an AwsError."""
         client = await self.client(service, region)
         method = getattr(client, xform_name(operation))
         try:
-            result = await method(**params)
+            async with asyncio.timeout(self._call_timeout):
+                result = await method(**params)
         except ClientError as exc:
             code = error_code(exc)
             outcome = "throttled" if code in _THROTTLING_CODES else "error"
             self._count(service, operation, outcome)
             message = str(exc.response.get("Error", {}).get("Message", ""))
-            raise AwsError(service, operation, code, message) from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            raise AwsError(service, operation, code, message, status) from exc
+        except TimeoutError as exc:
+            self._count(service, operation, "error")
+            message = f"no complete answer within {self._call_timeout:g}s"
+            raise AwsError(service, operation, "Timeout", message) from exc
+        except Exception as exc:  # a broken connection, an answer the SDK could not parse
             self._count(service, operation, "error")
             raise AwsError(service, operation, type(exc).__name__, str(exc)) from exc
-        self._count(service, operation, "success")
+        if not isinstance(result, dict):
+            self._count(service, operation, "error")
+            raise AwsError(service, operation, "MalformedAnswer", "not a structure")
         return cast(dict[str, Any], result)
 
     async def close(self) -> None:

@@ -1,7 +1,8 @@
 """The desired-state file, version 1 (contract section 4), as pydantic models.
 
 Unknown keys are errors, `power` accepts YAML 1.1 booleans, durations are `90s`/`5m`/`1h30m`.
-Loading with file positions lives in `desired_state_loader`.
+Every other field is strict: `version: true`, `active_count: '3'` or `suspend: 'yes'` are refused
+rather than converted. Loading with file positions lives in `controller.desired.loader`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from pydantic import (
 from controller.core.durations import Duration
 
 ENVIRONMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+# [0-9], not \d: pydantic's regex engine gives \d every Unicode digit
+REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
+
+# Limits on a document (contract section 13): hostile input is rejected before it costs much.
+DEFAULT_MAX_DESIRED_STATE_BYTES = 1024 * 1024  # CONTROLLER_MAX_DESIRED_STATE_BYTES
+MAX_DESIRED_STATE_NODES = 10_000  # after alias expansion
+MAX_DESIRED_STATE_DEPTH = 64  # nested mappings and sequences
 
 
 def _power(value: Any) -> Any:
@@ -31,6 +38,13 @@ def _power(value: Any) -> Any:
         return "on"
     if value is False:
         return "off"
+    return value
+
+
+def _exact_version(value: Any) -> Any:
+    # Literal[1] alone takes True and 1.0 (they compare equal to 1), even in strict mode
+    if type(value) is not int:
+        raise ValueError(f"expected the integer 1, got {value!r}")
     return value
 
 
@@ -44,7 +58,9 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no type coercion ('3' is not 3, 'yes' is not true); `power` and durations convert
+    # in their own validators, before the strict check
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TerraformSpec(_Strict):
@@ -106,5 +122,5 @@ class Environment(_Strict):
 class DesiredState(_Strict):
     """The whole file: `version: 1` and the environments by name."""
 
-    version: Literal[1]
+    version: Annotated[Literal[1], BeforeValidator(_exact_version)]
     environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)

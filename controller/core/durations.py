@@ -8,19 +8,32 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+# ASCII digits only: `\d` would also take Arabic-Indic and other Unicode digits
+_DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
+# more digits than any sensible duration, and fewer than int()'s 4,300-digit limit
+_MAX_DIGITS = 12
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse `1h30m`, `5m`, `90s`; a bare number or another unit is refused, never guessed."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not text.strip() or match is None or not any(match.groupdict().values()):
         raise ValueError(
             f"invalid duration {text!r}: expected a number of hours, minutes and/or seconds "
             "such as 90s, 5m or 1h30m"
         )
-    parts = {unit: int(value) for unit, value in match.groupdict().items() if value}
-    return timedelta(hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+    parts = {unit: value for unit, value in match.groupdict().items() if value}
+    if any(len(value) > _MAX_DIGITS for value in parts.values()):
+        raise ValueError(f"invalid duration {text!r}: too long")
+    try:
+        return timedelta(
+            hours=int(parts.get("h", 0)),
+            minutes=int(parts.get("m", 0)),
+            seconds=int(parts.get("s", 0)),
+        )
+    except OverflowError:
+        # timedelta stops at 999,999,999 days; a ValueError is what validators report
+        raise ValueError(f"invalid duration {text!r}: too long") from None
 
 
 def format_duration(value: timedelta | float) -> str:
@@ -56,7 +69,7 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$",
+            "pattern": r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
             "examples": ["90s", "5m", "1h30m"],
         }
     ),

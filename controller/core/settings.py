@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.core.desired_state import DEFAULT_MAX_DESIRED_STATE_BYTES
 from controller.core.durations import Duration
 
 
@@ -38,6 +39,8 @@ class Settings(BaseSettings):
     git_ssh_key: str | None = None
     git_known_hosts: str | None = None
     git_timeout: Duration = timedelta(seconds=60)
+    # a larger desired-state document is refused unparsed (contract section 13)
+    max_desired_state_bytes: int = Field(DEFAULT_MAX_DESIRED_STATE_BYTES, ge=1)
     aws_region: str | None = Field(
         None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region")
     )

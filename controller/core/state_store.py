@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -54,6 +55,16 @@ class StateStore(Protocol):
         """Write if the stored version is still `record.version`; returns the new version."""
         ...
 
+    async def set_aside(self) -> str | None:
+        """Move an unreadable store out of the way, kept, so that it can be written anew;
+        returns where it went, or None when this kind of store cannot."""
+        ...
+
+    async def changed(self) -> bool:
+        """Whether the store was changed by someone else since this one last read or wrote
+        it, as far as it can tell cheaply (False when it cannot tell)."""
+        ...
+
 
 # ---- file ----
 
@@ -62,6 +73,17 @@ class FileStateStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self.description = f"file://{path}"
+        self._seen: tuple[int, int, int] | None = None  # the file as last read or written
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    async def changed(self) -> bool:
+        return await asyncio.to_thread(self._signature) != self._seen
 
     def _read_unlocked(self) -> dict[str, Any]:
         try:
@@ -69,9 +91,11 @@ class FileStateStore:
                 data = json.load(handle)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise StateStoreError(f"cannot read state store {self.path}: {exc}") from exc
-        return data if isinstance(data, dict) else {}
+        except (OSError, ValueError, RecursionError) as exc:
+            raise StateStoreError(f"cannot read state store {self.path}: {exc!r}") from exc
+        if not isinstance(data, dict):
+            raise StateStoreError(f"cannot read state store {self.path}: not a JSON object")
+        return data
 
     def _locked(self) -> Any:
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -81,6 +105,7 @@ class FileStateStore:
         return lock
 
     def _load(self) -> StoredRecords:
+        self._seen = self._signature()
         environments = self._read_unlocked().get("environments") or {}
         if not isinstance(environments, dict):
             raise StateStoreError(f"{self.path}: `environments` is not a mapping")
@@ -113,6 +138,7 @@ class FileStateStore:
             written = replace(record, version=record.version + 1)
             environments[name] = record_to_json(written)
             self._write({"version": 2, "environments": environments})
+            self._seen = self._signature()
             return written
         finally:
             lock.close()
@@ -140,6 +166,21 @@ class FileStateStore:
         except OSError as exc:
             raise StateStoreError(f"cannot write state store {self.path}: {exc}") from exc
 
+    def _set_aside(self) -> str:
+        lock = self._locked()
+        try:
+            aside = f"{self.path}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(self.path, aside)
+            return aside
+        finally:
+            lock.close()
+
+    async def set_aside(self) -> str | None:
+        try:
+            return await asyncio.to_thread(self._set_aside)
+        except OSError:
+            return None
+
 
 # ---- DynamoDB ----
 
@@ -159,7 +200,7 @@ class DynamoDbStateStore:
         try:
             while True:
                 answer = await self._aws.call("dynamodb", "Scan", self.region, **params)
-                for item in answer.get("Items", []):
+                for item in answer["Items"]:  # an answer without them is not "no record"
                     self._read_item(item, loaded)
                 if "LastEvaluatedKey" not in answer:
                     return loaded
@@ -179,6 +220,13 @@ class DynamoDbStateStore:
             loaded.records[name] = record_from_json(data)
         except (KeyError, TypeError, ValueError) as exc:  # InvalidRecord is a ValueError
             loaded.unreadable[name] = f"{self.description}: invalid record of {name}: {exc}"
+
+    async def set_aside(self) -> str | None:
+        """A table is never moved: its unreadable items stop their environments only."""
+        return None
+
+    async def changed(self) -> bool:
+        return False  # conditional writes find out instead
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
         written = replace(record, version=record.version + 1)

@@ -7,48 +7,70 @@ import hashlib
 import os
 from collections.abc import Callable
 
+from controller.core.desired_state import DEFAULT_MAX_DESIRED_STATE_BYTES
 from controller.desired.loader import (
     InvalidDesiredState,
     LoadedDesiredState,
     Problem,
     parse_desired_state,
+    too_large,
 )
 from controller.desired.source import SourceSnapshot
 
 
-def _read_text(path: str) -> str:
+def _read_bytes(path: str, max_bytes: int) -> bytes:
+    """At most `max_bytes + 1` bytes: enough to tell an oversized file without holding it."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            return handle.read(max_bytes + 1)
     except OSError as exc:
         raise InvalidDesiredState([Problem(path, 1, 1, f"cannot read: {exc.strerror}")]) from None
+
+
+def parse_desired_state_bytes(data: bytes, path: str, max_bytes: int) -> LoadedDesiredState:
+    """Validate a document read as bytes (at most `max_bytes + 1` of them)."""
+    if len(data) > max_bytes:
+        # checked before decoding: the read may have cut a multi-byte character in two
+        raise too_large(path, max_bytes)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidDesiredState([Problem(path, 1, 1, "not UTF-8 text")]) from None
+    return parse_desired_state(text, path, max_bytes=max_bytes)
 
 
-def read_desired_state_file(path: str) -> LoadedDesiredState:
+def read_desired_state_file(
+    path: str, max_bytes: int = DEFAULT_MAX_DESIRED_STATE_BYTES
+) -> LoadedDesiredState:
     """Read and validate a file (blocking: call it from a thread inside the event loop)."""
-    return parse_desired_state(_read_text(path), path)
+    return parse_desired_state_bytes(_read_bytes(path, max_bytes), path, max_bytes)
+
+
+def _snapshot(path: str, max_bytes: int) -> SourceSnapshot:
+    try:
+        data = _read_bytes(path, max_bytes)
+    except InvalidDesiredState as exc:
+        return SourceSnapshot(revision="unreadable", loaded=None, problems=exc.problems)
+    # of what was read: an oversized file is hashed on its first max_bytes + 1 bytes only
+    revision = "sha256:" + hashlib.sha256(data).hexdigest()[:12]
+    try:
+        loaded = parse_desired_state_bytes(data, path, max_bytes)
+    except InvalidDesiredState as exc:
+        return SourceSnapshot(revision=revision, loaded=None, problems=exc.problems)
+    return SourceSnapshot(revision=revision, loaded=loaded)
 
 
 class FileSource:
     """A local file; its revision is a hash of its content."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_bytes: int = DEFAULT_MAX_DESIRED_STATE_BYTES) -> None:
         self.path = path
         self.description = path
+        self.max_bytes = max_bytes
 
     async def fetch(self) -> SourceSnapshot:
-        try:
-            text = await asyncio.to_thread(_read_text, self.path)
-        except InvalidDesiredState as exc:
-            return SourceSnapshot(revision="unreadable", loaded=None, problems=exc.problems)
-        revision = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:12]
-        try:
-            loaded = parse_desired_state(text, self.path)
-        except InvalidDesiredState as exc:
-            return SourceSnapshot(revision=revision, loaded=None, problems=exc.problems)
-        return SourceSnapshot(revision=revision, loaded=loaded)
+        # reading and parsing both block: a thread keeps the loop (and /healthz) answering
+        return await asyncio.to_thread(_snapshot, self.path, self.max_bytes)
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:

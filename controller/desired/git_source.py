@@ -15,12 +15,13 @@ import re
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
-from controller.desired.loader import InvalidDesiredState, Problem, parse_desired_state
+from controller.core.desired_state import DEFAULT_MAX_DESIRED_STATE_BYTES
+from controller.desired.loader import InvalidDesiredState, Problem, parse_desired_state, too_large
 from controller.desired.source import SourceSnapshot, SourceUnavailable
 
 log = structlog.get_logger("infra_controller.git")
@@ -87,10 +88,14 @@ class GitCredentials:
     ssh_key: str | None = None
     known_hosts: str | None = None
 
+    def _basic(self) -> str | None:
+        if not self.token:
+            return None
+        return base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+
     def environment(self) -> dict[str, str]:
         env: dict[str, str] = {}
-        if self.token:
-            basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        if (basic := self._basic()) is not None:
             # given through the environment, so the token is in no command line
             env.update(
                 GIT_CONFIG_COUNT="1",
@@ -112,10 +117,24 @@ class GitCredentials:
         return env
 
     def secrets(self) -> list[str]:
-        if not self.token:
-            return []
-        basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
-        return [self.token, basic]
+        basic = self._basic()
+        return [self.token, basic] if self.token and basic else []
+
+
+def credentials_from_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`https://user:secret@host/r.git` -> (`https://host/r.git`, (user, secret)): a secret in
+    a URL would show in `ps` during every fetch, so it travels in the environment instead. A
+    URL with a user and no password (`https://TOKEN@host`) carries the token as the user."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None  # ssh users are not secrets; file URLs have none
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = parts._replace(netloc=host).geturl()
+    return bare, (unquote(user), unquote(password)) if password else (
+        "x-access-token",
+        unquote(user),
+    )
 
 
 class GitSource:
@@ -125,9 +144,15 @@ class GitSource:
         credentials: GitCredentials | None = None,
         timeout: float = 60.0,
         cache_dir: str | None = None,
+        max_bytes: int = DEFAULT_MAX_DESIRED_STATE_BYTES,
     ) -> None:
         self.location = location
+        self.max_bytes = max_bytes
         self.credentials = credentials or GitCredentials()
+        self._fetch_url, from_url = credentials_from_url(location.url)
+        if from_url is not None and self.credentials.token is None:
+            username, token = from_url
+            self.credentials = replace(self.credentials, username=username, token=token)
         self.timeout = timeout
         self.description = location.redacted
         self._cache_dir = cache_dir
@@ -198,15 +223,18 @@ class GitSource:
             "--no-tags",
             "--force",
             "--",
-            self.location.url,
+            self._fetch_url,
             f"+{ref}:{ref}",
         )
         commit = (await self._git("rev-parse", "--verify", f"{ref}^{{commit}}")).strip()
         if self._last is not None and self._last.revision == commit:
             return self._last  # the same commit: not parsed (nor reported) again
+        blob = f"{commit}:{self.location.path}"
         try:
-            text = await self._git("show", f"{commit}:{self.location.path}")
-        except SourceUnavailable:
+            size = int((await self._git("cat-file", "-s", blob)).strip())
+            # the size first: an oversized file is refused without being read
+            text = "" if size > self.max_bytes else await self._git("show", blob)
+        except (SourceUnavailable, ValueError):
             snapshot = SourceSnapshot(
                 revision=commit,
                 loaded=None,
@@ -221,7 +249,13 @@ class GitSource:
             )
         else:
             try:
-                snapshot = SourceSnapshot(commit, parse_desired_state(text, self.location.path))
+                if size > self.max_bytes:
+                    raise too_large(self.location.path, self.max_bytes)
+                # parsed in a worker thread: a hostile document never blocks the event loop
+                loaded = await asyncio.to_thread(
+                    parse_desired_state, text, self.location.path, max_bytes=self.max_bytes
+                )
+                snapshot = SourceSnapshot(commit, loaded)
             except InvalidDesiredState as exc:
                 snapshot = SourceSnapshot(revision=commit, loaded=None, problems=exc.problems)
         self._last = snapshot

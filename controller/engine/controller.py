@@ -74,8 +74,12 @@ class Controller:
         last = self._snapshot.last_pass_completed_at or self._snapshot.started_at
         return self.clock.now() - last <= 3 * self.settings.interval
 
-    def ready(self) -> bool:
-        return self._snapshot.revision is not None
+    def ready(self) -> str | None:
+        """Why the controller is not ready (None: ready): no valid desired state yet, or a
+        state store at fault (nothing depending on it is done meanwhile)."""
+        if self._snapshot.revision is None:
+            return "no valid desired state loaded"
+        return self._snapshot.state_store_problem
 
     # ---- triggers ----
 
@@ -171,6 +175,8 @@ class Controller:
             if completed
             else previous.last_pass_completed_at,
             passes_completed=previous.passes_completed + (1 if completed else 0),
+            state_store=self._memory.description,
+            state_store_problem=self._memory.problem,
         )
 
     # ---- the daemon ----

@@ -56,6 +56,12 @@ class ControllerMetrics:
             registry=r,
         )
 
+        self.state_store_ok = Gauge(
+            "infra_controller_state_store_ok",
+            "1 while the state store reads and writes, 0 while it is at fault (see /readyz).",
+            registry=r,
+        )
+
     def _define_environment_metrics(self, r: CollectorRegistry) -> None:
         self.power_state = Gauge(
             "infra_controller_power_state",

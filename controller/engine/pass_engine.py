@@ -88,9 +88,7 @@ class PassEngine:
             await self.memory.ensure_loaded()
         except StateStoreError as exc:
             # what was recorded (a run in flight) is unknown: nothing may be decided on it
-            log.error(
-                "state store unreadable: nothing is done until it can be read", error=str(exc)
-            )
+            self.reporter.state_store(self.memory.problem)
             error = f"state store unreadable: {exc}"
             return {
                 name: self._failed(name, self.runtime(name), now, error)
@@ -108,6 +106,7 @@ class PassEngine:
         outcomes.update(zip((c.name for c in contexts), results, strict=True))
         if not options.dry_run:
             await self.reporter.publish_service_metrics(self._service_counts(contexts), now)
+        self.reporter.state_store(self.memory.problem)
         return outcomes
 
     def _contexts(
@@ -202,8 +201,7 @@ class PassEngine:
             except StoreConflict as exc:
                 log.warning("state store conflict: another controller acted; re-reading")
                 return self._failed(context.name, runtime, now, str(exc))
-            except StateStoreError as exc:
-                log.error("state store write failed", error=str(exc))
+            except StateStoreError as exc:  # reported once by the reporter, not per environment
                 return self._failed(context.name, runtime, now, f"record not saved: {exc}")
             except Exception as exc:  # one environment's failure never fails another
                 log.exception("reconcile failed", error=str(exc))

@@ -31,6 +31,7 @@ class Reporter:
     ) -> None:
         self.metrics = metrics
         self._publisher = publisher
+        self._store_problem: str | None = None
 
     # ---- the desired state ----
 
@@ -159,6 +160,17 @@ class Reporter:
             )
         self.metrics.forget_environment(name)
 
+    def state_store(self, problem: str | None) -> None:
+        """A state store fault is logged when it appears or changes, not every pass."""
+        self.metrics.state_store_ok.set(0 if problem else 1)
+        if problem == self._store_problem:
+            return
+        if problem is not None:
+            log.error("state store fault: nothing depending on it is done", problem=problem)
+        else:
+            log.info("state store works again")
+        self._store_problem = problem
+
     # ---- the whole pass ----
 
     def pass_completed(self, succeeded: bool, now: datetime) -> None:
@@ -216,7 +228,12 @@ def _run_not_started(metrics: ControllerMetrics, name: str, event: Event) -> Non
     log.error("terraform run could not start", operation=operation, error=event.reason)
 
 
+def _run_unconfirmed(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    log.warning("terraform run start unconfirmed", reason=event.reason)
+
+
 _EVENT_HANDLERS: dict[str, Callable[[ControllerMetrics, str, Event], None]] = {
+    "run_unconfirmed": _run_unconfirmed,
     "power_state_changed": _power_state_changed,
     "run_started": _run_started,
     "run_succeeded": _run_finished,

@@ -61,6 +61,8 @@ class Snapshot:
     started_at: datetime
     last_pass_completed_at: datetime | None = None
     passes_completed: int = 0
+    state_store: str = ""
+    state_store_problem: str | None = None
     environments: Mapping[str, EnvironmentSnapshot] = field(
         default_factory=lambda: MappingProxyType({})
     )

@@ -12,9 +12,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from controller.core.aws import AwsClients, AwsError, chunks
+from pydantic import AwareDatetime, Field
+
+from controller.core.aws import Answer, AwsClients, AwsError, chunks
 from controller.core.clock import utc_iso
 from reconcilers.idle.decision import (
     Activity,
@@ -29,6 +31,22 @@ from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobser
 GET_METRIC_DATA_BATCH = 500
 ALB_NAMESPACE = "AWS/ApplicationELB"
 METRICS = {"requests": "RequestCount", "rejected": "HTTPCode_ELB_503_Count"}
+
+
+# a count of requests: a NaN or a negative value is a garbled answer, never "no request"
+RequestSum = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _MetricDataResult(Answer):
+    Id: str
+    StatusCode: str
+    Timestamps: list[AwareDatetime]
+    Values: list[RequestSum]
+
+
+class _GetMetricData(Answer):
+    MetricDataResults: list[_MetricDataResult]
+    NextToken: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,16 +230,25 @@ class IdleReconciler:
             "ScanBy": "TimestampAscending",
         }
         while True:
-            answer = await self._aws.call("cloudwatch", "GetMetricData", region, **params)
-            for result in answer.get("MetricDataResults", []):
+            answer = await self._aws.read(
+                _GetMetricData, "cloudwatch", "GetMetricData", region, **params
+            )
+            for result in answer.MetricDataResults:
+                if len(result.Timestamps) != len(result.Values):
+                    raise AwsError(
+                        "cloudwatch",
+                        "GetMetricData",
+                        "MalformedAnswer",
+                        f"{result.Id}: {len(result.Timestamps)} timestamps for "
+                        f"{len(result.Values)} values",
+                    )
                 entry = merged.setdefault(
-                    result["Id"], {"Timestamps": [], "Values": [], "StatusCode": "Complete"}
+                    result.Id, {"Timestamps": [], "Values": [], "StatusCode": "Complete"}
                 )
-                entry["Timestamps"] += result.get("Timestamps", [])
-                entry["Values"] += result.get("Values", [])
-                if result.get("StatusCode") not in ("Complete", "PartialData"):
-                    entry["StatusCode"] = result.get("StatusCode")
-            token = answer.get("NextToken")
-            if not token:
+                entry["Timestamps"] += result.Timestamps
+                entry["Values"] += result.Values
+                if result.StatusCode not in ("Complete", "PartialData"):
+                    entry["StatusCode"] = result.StatusCode
+            if not answer.NextToken:
                 return merged
-            params["NextToken"] = token
+            params["NextToken"] = answer.NextToken

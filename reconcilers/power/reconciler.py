@@ -74,9 +74,9 @@ class PowerReconciler:
                 if context.dry_run:
                     results[context.name] = PolledRun(None, "a recorded run start is unconfirmed")
                     continue
-                recovered = await self._recover_start(context, run)
-                if recovered is None:
-                    results[context.name] = PolledRun(None, "the recorded run could not be found")
+                recovered = await self._recover_start(context, run, now)
+                if isinstance(recovered, PolledRun):
+                    results[context.name] = recovered
                     continue
                 run = recovered
             by_runner[run.runner].append(RunToPoll(context.name, run, spec, context.region))
@@ -92,24 +92,41 @@ class PowerReconciler:
                 results[item.environment] = PolledRun(status, None if status else error, item.run)
         return results
 
-    async def _recover_start(self, context: EnvironmentContext, run: RunInfo) -> RunInfo | None:
-        """A start recorded but not confirmed (the controller stopped in between): the same
-        token finds the run if it was started, or starts it once if it was not."""
+    async def _recover_start(
+        self, context: EnvironmentContext, run: RunInfo, now: datetime
+    ) -> RunInfo | PolledRun:
+        """A start recorded but not confirmed (the controller stopped in between, or the start's
+        answer was lost): the same token finds the run if it was started, or starts it once if
+        it was not. A refusal proves it never started: that run is over, failed. Past the
+        runner's token window a repeated start could start a second run: the run is looked
+        up instead, and one not found never started."""
         spec = context.spec.terraform
         assert spec is not None
+        runner = self._runner(run.runner)
+        expired = runner.token_window is not None and now - run.started_at >= runner.token_window
         log.warning(
             "resuming a recorded run start",
             environment=context.name,
             token=run.token,
             operation=run.operation,
+            how="looked up by its token" if expired else "repeated with its token",
         )
         try:
-            started = await self._runner(run.runner).start(
-                context.name, spec, context.region, run.operation, run.token
-            )
+            if expired:
+                found = await runner.find(context.name, spec, context.region, run.token)
+                if found is None:
+                    detail = "never started: no run carries its token"
+                    return PolledRun(RunStatus("FAILED", detail), run=run)
+                started = found
+            else:
+                started = await runner.start(
+                    context.name, spec, context.region, run.operation, run.token
+                )
         except RunnerError as exc:
             log.error("cannot resume the recorded run", environment=context.name, error=str(exc))
-            return None
+            if exc.maybe_started:
+                return PolledRun(None, f"the recorded run is unconfirmed ({exc})")
+            return PolledRun(RunStatus("FAILED", f"could not start: {exc}"), run=run)
         return replace(run, run_id=started.run_id, logs_url=started.logs_url)
 
     def decide(
@@ -147,6 +164,8 @@ class PowerReconciler:
                 context.name, spec, context.region, operation, intent.token
             )
         except RunnerError as exc:
+            if exc.maybe_started:  # kept as recorded: the next pass confirms it by its token
+                return self._unconfirmed(recorded, decision, str(exc))
             return await self._not_started(context, decision, recorded, now, str(exc))
         run = replace(intent, run_id=started.run_id, logs_url=started.logs_url)
         stored = await self._writer.put(
@@ -172,6 +191,24 @@ class PowerReconciler:
                 "logs_url": run.logs_url,
                 "at": utc_iso(now),
             },
+        )
+
+    def _unconfirmed(
+        self, recorded: EnvironmentRecord, decision: PowerDecision, error: str
+    ) -> ActOutcome:
+        operation = decision.operation
+        return ActOutcome(
+            record=recorded,
+            events=(
+                Event(
+                    "run_unconfirmed",
+                    f"the start of the {operation} may have happened ({error}); it is confirmed "
+                    "with its token in the next pass, never started twice",
+                    severity="warning",
+                    attributes={"operation": operation, "error": error},
+                ),
+            ),
+            performed=False,
         )
 
     async def _not_started(

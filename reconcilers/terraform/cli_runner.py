@@ -8,6 +8,11 @@ the outcome in a run file, both in `runs_dir`. So a run and its outcome survive 
 of starting another. The controller turns the `-json` log into structured log events
 (diagnostics, the change summary, resource progress as a heartbeat). On timeout or shutdown
 Terraform gets exactly one SIGINT (its graceful stop; a second one would abort it mid-write).
+
+A run is over only when its Terraform process is gone. If the supervisor dies (a SIGKILL, the
+OOM killer) while Terraform goes on, the run stays in progress until that process exits (then
+its outcome is unknown: a failure, retried with backoff), so no second run can start next to it;
+the controller then interrupts it itself on timeout, cancel or shutdown, still exactly once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,6 @@ PROGRESS_LOG_EVERY = 30.0
 FINAL = ("SUCCEEDED", "FAILED")
 # a run recorded but whose supervisor has not written yet is starting, for at most this long
 STARTING_GRACE = 60.0
-SUPERVISOR_MARKERS = (b"reconcilers/terraform/supervisor.py", b"terraform_supervisor")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -49,19 +54,27 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _supervisor_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # the pid may have been reused by another program since
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    # this version's supervisor, or one started by an earlier version before an upgrade
-    return any(marker in cmdline for marker in SUPERVISOR_MARKERS)
+def _status_of(data: dict[str, Any] | None) -> RunStatus:
+    if data is None:
+        return RunStatus("FAILED", "no record of the run: its outcome is unknown")
+    if data.get("state") in FINAL:
+        return RunStatus(data["state"], str(data.get("detail", "")))
+    step = data.get("step", "")
+    pid = data.get("supervisor_pid")
+    if supervisor.supervisor_running(pid):
+        return RunStatus("IN_PROGRESS", f"terraform {step} running")
+    orphan = supervisor.orphaned_terraform(data)
+    if orphan is not None:
+        # not over while terraform runs: a run started now would run beside it
+        return RunStatus(
+            "IN_PROGRESS",
+            f"terraform {step} (pid {orphan}) still running but its supervisor is gone: "
+            "waiting for it to exit, its outcome will be unknown",
+        )
+    created = data.get("created_at")
+    if pid is None and isinstance(created, float) and time.time() - created < STARTING_GRACE:
+        return RunStatus("IN_PROGRESS", "terraform starting")
+    return RunStatus("FAILED", "the run's process ended without an outcome: unknown")
 
 
 def _size(path: Path) -> int:
@@ -100,11 +113,15 @@ class _Followed:
 
 class CliRunner:
     name = "cli"
+    token_window: timedelta | None = (
+        None  # a run's files are named by its token: a repeat always finds them
+    )
 
     def __init__(self, runs_dir: str, follow_seconds: float = 0.25) -> None:
         self.runs_dir = Path(runs_dir)
         self.follow_seconds = follow_seconds
         self._followed: dict[str, _Followed] = {}
+        self._orphans_logged: set[str] = set()
 
     def _files(self, run_id: str) -> tuple[Path, Path]:
         stem = run_id.removeprefix("cli:")
@@ -166,6 +183,7 @@ class CliRunner:
                 operation,
                 str(timeout),
             ],
+            env=supervisor.child_environment(os.environ),  # no controller secrets
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -186,25 +204,21 @@ class CliRunner:
         )
         try:
             while True:
-                finished = await asyncio.to_thread(self._finished, followed)
+                status = await asyncio.to_thread(self._finished, followed)
                 for line in await asyncio.to_thread(self._new_lines, followed):
                     self._log_line(followed, line)
-                if finished:
-                    data = _read_json(followed.run_file) or {}
-                    log.info(
-                        "terraform process exited",
-                        outcome=data.get("state"),
-                        detail=data.get("detail"),
-                    )
+                if status is not None:
+                    log.info("terraform process exited", outcome=status.state, detail=status.detail)
                     return
                 await asyncio.sleep(self.follow_seconds)
         finally:
             self._followed.pop(followed.run_id, None)
 
-    def _finished(self, followed: _Followed) -> bool:
+    def _finished(self, followed: _Followed) -> RunStatus | None:
         if followed.process is not None:
             followed.process.poll()  # reap it: no zombie
-        return self._status(followed.run_file).state in FINAL
+        status = self._status(followed.run_file)
+        return status if status.state in FINAL else None
 
     def _new_lines(self, followed: _Followed) -> list[str]:
         try:
@@ -279,7 +293,7 @@ class CliRunner:
             if run_id is None:
                 continue
             run_file, log_file = self._files(run_id)
-            status = await asyncio.to_thread(self._status, run_file)
+            status = await asyncio.to_thread(self._check, run_id)
             if status.state == "IN_PROGRESS" and run_id not in self._followed:
                 # a run started before a restart: follow its log from here on
                 followed = _Followed(
@@ -292,27 +306,59 @@ class CliRunner:
         return statuses
 
     def _status(self, run_file: Path) -> RunStatus:
-        data = _read_json(run_file)
-        if data is None:
-            return RunStatus("FAILED", "no record of the run: its outcome is unknown")
-        if data.get("state") in FINAL:
-            return RunStatus(data["state"], str(data.get("detail", "")))
-        pid = data.get("supervisor_pid")
-        if isinstance(pid, int) and _supervisor_alive(pid):
-            return RunStatus("IN_PROGRESS", f"terraform {data.get('step', '')} running")
-        created = data.get("created_at")
-        if pid is None and isinstance(created, float) and time.time() - created < STARTING_GRACE:
-            return RunStatus("IN_PROGRESS", "terraform starting")
-        return RunStatus("FAILED", "the run's process ended without an outcome: unknown")
+        return _status_of(_read_json(run_file))
 
-    def _interrupt(self, run_id: str) -> None:
-        """Ask the supervisor to stop the run: it sends Terraform exactly one SIGINT."""
-        data = _read_json(self._files(run_id)[0]) or {}
+    def _check(self, run_id: str) -> RunStatus:
+        """The run's status; a Terraform left without its supervisor is watched from here:
+        past the run's deadline it gets the SIGINT its supervisor would have sent."""
+        data = _read_json(self._files(run_id)[0])
+        status = _status_of(data)
+        in_progress = data is not None and status.state == "IN_PROGRESS"
+        orphan = supervisor.orphaned_terraform(data) if data and in_progress else None
+        if data is None or orphan is None:
+            self._orphans_logged.discard(run_id)
+            return status
+        if run_id not in self._orphans_logged:
+            self._orphans_logged.add(run_id)
+            log.warning(
+                "terraform run lost its supervisor: waiting for terraform to exit",
+                run_id=run_id,
+                pid=orphan,
+                step=data.get("step"),
+            )
+        deadline = data.get("deadline")
+        if isinstance(deadline, int | float) and time.time() >= deadline:
+            self._interrupt(run_id, "timed out")
+        return status
+
+    def _interrupt(self, run_id: str, why: str = "stopped") -> None:
+        """Stop the run with exactly one SIGINT to Terraform: through its supervisor (which
+        sends it once), or directly, once per run, when the supervisor is gone."""
+        run_file = self._files(run_id)[0]
+        data = _read_json(run_file) or {}
+        if data.get("state") in FINAL:
+            return
         pid = data.get("supervisor_pid")
-        if isinstance(pid, int) and data.get("state") not in FINAL and _supervisor_alive(pid):
-            log.warning("interrupting terraform", run_id=run_id, supervisor_pid=pid)
+        if isinstance(pid, int) and supervisor.supervisor_running(pid):
+            log.warning("interrupting terraform", run_id=run_id, supervisor_pid=pid, why=why)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
+            return
+        orphan = supervisor.orphaned_terraform(data)
+        if orphan is not None and supervisor.claim_interrupt(run_file):
+            log.warning(
+                "interrupting terraform, its supervisor is gone", run_id=run_id, pid=orphan, why=why
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGINT)
+
+    async def find(
+        self, environment: str, spec: TerraformSpec, region: str, token: str
+    ) -> StartedRun | None:
+        run_id = f"cli:{token}"
+        run_file, _ = self._files(run_id)
+        exists = run_id in self._followed or await asyncio.to_thread(run_file.exists)
+        return StartedRun(run_id) if exists else None
 
     async def cancel(self, run: RunToPoll) -> None:
         if run.run.run_id:

@@ -10,18 +10,62 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import timedelta
 
-from controller.core.aws import AwsClients, AwsError, chunks
+from controller.core.aws import Answer, AwsClients, AwsError, chunks
 from controller.core.desired_state import TerraformSpec
 from controller.core.records import Operation
 from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll, StartedRun
 
 BATCH_GET_BUILDS = 100
+# CodeBuild honours an idempotency token for 5 minutes; past 4, a start is found, not repeated
+TOKEN_WINDOW = timedelta(minutes=4)
+# each build carries its run's token, so that it can be found once the token has expired
+TOKEN_VARIABLE = "TF_RUN_TOKEN"
 FAILED_STATUSES = {"FAILED", "FAULT", "TIMED_OUT", "STOPPED"}
+
+
+class _Logs(Answer):
+    deepLink: str | None = None
+
+
+class _Variable(Answer):
+    name: str
+    value: str | None = None
+
+
+class _BuildEnvironment(Answer):
+    environmentVariables: list[_Variable] = []
+
+
+class _Build(Answer):
+    id: str
+    buildStatus: str
+    currentPhase: str | None = None
+    logs: _Logs | None = None
+    environment: _BuildEnvironment | None = None
+
+    def carries(self, token: str) -> bool:
+        variables = self.environment.environmentVariables if self.environment else []
+        return any(v.name == TOKEN_VARIABLE and v.value == token for v in variables)
+
+
+class _ListBuilds(Answer):
+    ids: list[str]
+
+
+class _StartBuild(Answer):
+    build: _Build
+
+
+class _BatchGetBuilds(Answer):
+    builds: list[_Build]
+    buildsNotFound: list[str] = []
 
 
 class CodeBuildRunner:
     name = "codebuild"
+    token_window: timedelta | None = TOKEN_WINDOW
 
     def __init__(self, aws: AwsClients) -> None:
         self._aws = aws
@@ -32,7 +76,8 @@ class CodeBuildRunner:
         assert spec.project is not None
         minutes = min(2160, max(5, math.ceil(spec.timeout.total_seconds() / 60)))
         try:
-            answer = await self._aws.call(
+            answer = await self._aws.read(
+                _StartBuild,
                 "codebuild",
                 "StartBuild",
                 region,
@@ -40,14 +85,44 @@ class CodeBuildRunner:
                 environmentVariablesOverride=[
                     {"name": "TF_ACTION", "value": operation, "type": "PLAINTEXT"},
                     {"name": "TF_ENVIRONMENT", "value": environment, "type": "PLAINTEXT"},
+                    {"name": TOKEN_VARIABLE, "value": token, "type": "PLAINTEXT"},
                 ],
                 timeoutInMinutesOverride=minutes,
                 idempotencyToken=token,
             )
+            build = answer.build
         except AwsError as exc:
-            raise RunnerError(str(exc)) from exc
-        build = answer["build"]
-        return StartedRun(run_id=build["id"], logs_url=(build.get("logs") or {}).get("deepLink"))
+            # only a refusal proves no build was started; anything else is confirmed later
+            raise RunnerError(str(exc), maybe_started=not exc.refused) from exc
+        return StartedRun(run_id=build.id, logs_url=build.logs.deepLink if build.logs else None)
+
+    async def find(
+        self, environment: str, spec: TerraformSpec, region: str, token: str
+    ) -> StartedRun | None:
+        """The project's latest builds (a recorded start is minutes old, not days), looked
+        up by the token each build carries."""
+        assert spec.project is not None
+        try:
+            listed = await self._aws.read(
+                _ListBuilds,
+                "codebuild",
+                "ListBuildsForProject",
+                region,
+                projectName=spec.project,
+                sortOrder="DESCENDING",
+            )
+            ids = listed.ids[:BATCH_GET_BUILDS]
+            if not ids:
+                return None
+            answer = await self._aws.read(
+                _BatchGetBuilds, "codebuild", "BatchGetBuilds", region, ids=ids
+            )
+        except AwsError as exc:
+            raise RunnerError(str(exc), maybe_started=True) from exc
+        for build in answer.builds:
+            if build.carries(token):
+                return StartedRun(build.id, build.logs.deepLink if build.logs else None)
+        return None
 
     async def poll(self, runs: Sequence[RunToPoll]) -> dict[str, RunStatus]:
         by_region: dict[str, list[RunToPoll]] = defaultdict(list)
@@ -59,16 +134,22 @@ class CodeBuildRunner:
             for batch in chunks(items, BATCH_GET_BUILDS):
                 ids = [item.run.run_id for item in batch if item.run.run_id]
                 try:
-                    answer = await self._aws.call("codebuild", "BatchGetBuilds", region, ids=ids)
+                    answer = await self._aws.read(
+                        _BatchGetBuilds, "codebuild", "BatchGetBuilds", region, ids=ids
+                    )
                 except AwsError:
                     continue  # unknown: the next pass polls again
-                builds = {build["id"]: build for build in answer.get("builds", [])}
+                builds = {build.id: build for build in answer.builds}
                 for item in batch:
-                    build = builds.get(item.run.run_id or "")
-                    if build is None:
+                    run_id = item.run.run_id or ""
+                    build = builds.get(run_id)
+                    if build is not None:
+                        statuses[item.environment] = build_status(
+                            build.buildStatus, build.currentPhase
+                        )
+                    elif run_id in answer.buildsNotFound:
                         statuses[item.environment] = RunStatus("FAILED", "build not found")
-                    else:
-                        statuses[item.environment] = build_status(build)
+                    # an id the answer does not mention at all: unknown, polled again
         return statuses
 
     async def cancel(self, run: RunToPoll) -> None:
@@ -79,11 +160,9 @@ class CodeBuildRunner:
         """Builds run in CodeBuild: they go on while the controller restarts."""
 
 
-def build_status(build: dict[str, object]) -> RunStatus:
-    status = str(build.get("buildStatus", "IN_PROGRESS"))
+def build_status(status: str, phase: str | None = None) -> RunStatus:
     if status == "SUCCEEDED":
         return RunStatus("SUCCEEDED", "build SUCCEEDED")
     if status in FAILED_STATUSES:
-        phase = build.get("currentPhase")
         return RunStatus("FAILED", f"build {status}" + (f" in phase {phase}" if phase else ""))
     return RunStatus("IN_PROGRESS", f"build {status}")

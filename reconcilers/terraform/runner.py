@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal, Protocol
 
 from controller.core.desired_state import TerraformSpec
@@ -33,16 +34,35 @@ class RunToPoll:
 
 
 class RunnerError(Exception):
-    """A run could not be started or polled; the message is safe to log."""
+    """A run could not be started or polled; the message is safe to log.
+
+    `maybe_started`: the start's outcome is unknown (a timeout, a 5xx, an unreadable answer):
+    the run may exist. It is then confirmed with the same token, never started anew.
+    """
+
+    def __init__(self, message: str, maybe_started: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_started = maybe_started
 
 
 class TerraformRunner(Protocol):
     name: str
+    # how long a repeated start with the same token is known not to start another run
+    # (None: for ever); past it, a recorded start is confirmed with `find`
+    token_window: timedelta | None
 
     async def start(
         self, environment: str, spec: TerraformSpec, region: str, operation: Operation, token: str
     ) -> StartedRun:
-        """Start a run. Calling it again with the same token must not start a second run."""
+        """Start a run. Calling it again with the same token within `token_window` must not
+        start a second run."""
+        ...
+
+    async def find(
+        self, environment: str, spec: TerraformSpec, region: str, token: str
+    ) -> StartedRun | None:
+        """The run started with `token`, or None if there is none; never starts anything.
+        Raises RunnerError (maybe_started) when it cannot tell."""
         ...
 
     async def poll(self, runs: Sequence[RunToPoll]) -> dict[str, RunStatus]:

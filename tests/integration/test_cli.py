@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -238,6 +239,11 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
             proc.kill()
             proc.wait()
     assert cli("status", "--url", url, cwd=tmp_path).returncode == 2  # unreachable now
+    with_password = url.replace("http://", "http://admin:hunter2-secret@")
+    for command in (("status",), ("wake", "demo"), ("reconcile",)):
+        unreachable = cli(*command, "--url", with_password, cwd=tmp_path)
+        assert unreachable.returncode == 2
+        assert "hunter2-secret" not in unreachable.stderr + unreachable.stdout
 
 
 def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws: LocalAws) -> None:
@@ -361,3 +367,47 @@ def test_run_once_leaves_a_cli_run_going_and_the_next_pass_reads_its_outcome(
         if '"apply"' in line
     ]
     assert len(applies) == 1
+
+
+def test_sigterm_during_the_first_git_fetch_exits_0(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # a git server that accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        url = f"git+http://127.0.0.1:{silent.getsockname()[1]}/config.git"
+        proc = _start_daemon(tmp_path, free_port(), "--desired-state", url)
+        try:
+            connection, _ = silent.accept()  # the first fetch has started and now waits
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+            connection.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_validate_takes_several_files_and_standard_input(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 1\nenvironments:\n  a: {power: on}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nenvironments:\n  a: {power: maybe}\n")
+    both = cli("validate", str(good), str(bad), cwd=tmp_path)
+    assert both.returncode == 2
+    assert both.stdout == f"{good}: valid (1 environment)\n"
+    assert both.stderr.startswith(f"{bad}:3:")
+    piped = subprocess.run(
+        [sys.executable, "-m", "controller", "validate", "-"],
+        input=good.read_text(),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (piped.returncode, piped.stdout) == (0, "<stdin>: valid (1 environment)\n")
+    small = cli(
+        "validate", str(good), cwd=tmp_path, env={"CONTROLLER_MAX_DESIRED_STATE_BYTES": "10"}
+    )
+    assert small.returncode == 2
+    assert "larger than the limit" in small.stderr

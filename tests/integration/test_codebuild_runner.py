@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +22,11 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from controller.core.aws import AwsClients
 from controller.core.records import EnvironmentRecord, PowerRecord, RunInfo
 from controller.core.state_store import FileStateStore
-from controller.engine.passes import PassReport
+from controller.engine.passes import PassReport, PassRequest
 from controller.sandbox.emulator import LocalAws, free_port
 from reconcilers.terraform.codebuild_runner import build_status
 from tests.conftest import REGION, Harness, MakeController
+from tests.fault_proxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration
 PROJECT = "tf-staging"
@@ -67,6 +69,9 @@ def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBui
         }
         known = emulator.by_token.get(token) if token else None
         build = known or self.codebuild_backend.start_build(self._get_param("projectName"))
+        # moto drops the overrides; CodeBuild keeps them in the build's environment
+        overrides = params["environmentVariablesOverride"] or []
+        build.setdefault("environment", {})["environmentVariables"] = overrides
         if token:
             emulator.by_token[token] = build
         emulator.starts.append({**params, "build_id": build["id"], "new": known is None})
@@ -129,6 +134,7 @@ async def test_a_build_is_started_with_the_action_the_timeout_and_a_token_then_f
     assert {v["name"]: v["value"] for v in start["environmentVariablesOverride"]} == {
         "TF_ACTION": "apply",
         "TF_ENVIRONMENT": "staging",
+        "TF_RUN_TOKEN": start["idempotencyToken"],
     }
     assert start["timeoutInMinutesOverride"] == 45
     assert start["idempotencyToken"]
@@ -191,10 +197,10 @@ async def test_a_start_recorded_but_not_confirmed_finds_the_same_build_by_its_to
 
 
 def test_build_statuses_map_to_run_outcomes() -> None:
-    assert build_status({"buildStatus": "IN_PROGRESS"}).state == "IN_PROGRESS"
-    assert build_status({"buildStatus": "SUCCEEDED"}).state == "SUCCEEDED"
+    assert build_status("IN_PROGRESS").state == "IN_PROGRESS"
+    assert build_status("SUCCEEDED").state == "SUCCEEDED"
     for failed in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED"):
-        status = build_status({"buildStatus": failed, "currentPhase": "BUILD"})
+        status = build_status(failed, "BUILD")
         assert (status.state, status.detail) == ("FAILED", f"build {failed} in phase BUILD")
 
 
@@ -211,3 +217,72 @@ async def test_plan_never_resumes_an_unconfirmed_start(
     report = await h.controller.reconcile_once(act=False, persist=False)
     assert report.decision("staging", "power").unknown
     assert codebuild.starts == []
+
+
+async def test_a_start_whose_answer_is_lost_is_confirmed_by_its_token_never_started_twice(
+    make_controller: MakeController,
+    codebuild: CodeBuildEmulator,
+    project: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = FaultProxy(codebuild.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", await proxy.start())
+    try:
+        # CodeBuild creates the build, then its answer arrives cut short
+        proxy.set(Fault("truncate", "StartBuild", times=1))
+        h: Harness = make_controller(DESIRED, max_attempts=1)
+        first = await h.controller.reconcile_once()
+        assert power(first) == ("STARTING", "terraform_apply")
+        assert h.status()["environments"]["staging"]["current_run"]["run_id"] is None
+        second = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
+        assert power(second) == ("STARTING", "none")
+        assert len(codebuild.build_ids()) == 1  # the same token found the same build
+        assert [s["idempotencyToken"] for s in codebuild.starts] == [
+            codebuild.starts[0]["idempotencyToken"]
+        ] * 2
+        codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
+        assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
+    finally:
+        await proxy.stop()
+
+
+@pytest.mark.parametrize("started", [True, False])
+async def test_a_start_recorded_longer_ago_than_the_token_lives_is_found_never_repeated(
+    make_controller: MakeController,
+    codebuild: CodeBuildEmulator,
+    project: str,
+    tmp_path: Path,
+    started: bool,
+) -> None:
+    # a build started with the token 10 minutes ago (or not at all), its start never confirmed
+    if started:
+        clients = AwsClients(REGION)
+        await clients.call(
+            "codebuild",
+            "StartBuild",
+            REGION,
+            projectName=PROJECT,
+            idempotencyToken="tok-old",
+            environmentVariablesOverride=[{"name": "TF_RUN_TOKEN", "value": "tok-old"}],
+        )
+        await clients.close()
+    h: Harness = make_controller(DESIRED)
+    intent = RunInfo(
+        runner="codebuild",
+        operation="apply",
+        token="tok-old",
+        started_at=h.clock.now() - timedelta(minutes=10),
+    )
+    await FileStateStore(str(tmp_path / "state.json")).put(
+        "staging", EnvironmentRecord(power=PowerRecord(state="STARTING", run=intent))
+    )
+    report = await h.controller.reconcile_once()
+    starts_with_old_token = [s for s in codebuild.starts if s["idempotencyToken"] == "tok-old"]
+    assert len(starts_with_old_token) == (1 if started else 0)  # never sent again
+    if started:
+        assert power(report) == ("STARTING", "none")
+        assert h.status()["environments"]["staging"]["current_run"]["run_id"]
+    else:
+        assert power(report) == ("ERROR", "none")
+        assert "no run carries its token" in report.decision("staging", "power").reason
+    assert len(codebuild.build_ids()) == (1 if started else 0)

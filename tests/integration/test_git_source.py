@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -253,3 +254,28 @@ async def test_a_local_file_change_reconciles_without_waiting_for_the_interval(
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
+
+
+async def test_a_password_in_the_url_authenticates_but_never_reaches_a_command_line(
+    http_repo: tuple[Repo, GitHttpServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, server = http_repo
+    commit = repo.commit({"desired_state.yaml": ONE})
+    publish(repo)
+    spy = tmp_path / "spy"  # a git that writes down its command line, then runs the real one
+    spy.mkdir()
+    real_git = shutil.which("git")
+    assert real_git is not None
+    (spy / "git").write_text(f'#!/bin/sh\necho "$@" >> {spy / "argv.log"}\nexec {real_git} "$@"\n')
+    (spy / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}{os.pathsep}{os.environ['PATH']}")
+    url = server.url("config.git").replace("http://", "http://x-access-token:tok-4bc1d2@")
+    source = source_for(url)
+    try:
+        assert (await source.fetch()).revision == commit  # the password still authenticates
+    finally:
+        source.close()
+    command_lines = (spy / "argv.log").read_text()
+    assert "fetch" in command_lines
+    assert "tok-4bc1d2" not in command_lines
+    assert "x-access-token" not in command_lines

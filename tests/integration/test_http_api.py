@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from controller.core.aws import AwsClients
+from controller.engine.passes import PassRequest
 from controller.http_api import bound_port, start_http_server
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from tests.conftest import REGION, Harness, MakeController
@@ -241,3 +242,73 @@ async def test_git_webhook_checks_the_signature_and_triggers_a_pass(
     finally:
         stop.set()
         await asyncio.wait_for(loop_task, 10)
+
+
+PLAIN = "version: 1\nenvironments:\n  plain:\n    power: off\n"
+
+
+async def test_git_webhook_verifies_the_whole_body_however_it_is_sent(
+    api_factory: ApiFactory,
+) -> None:
+    api = await api_factory(PLAIN, webhook_secret=SECRET)
+
+    async def chunked(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):  # no Content-Length: chunked encoding
+            yield body[start : start + 64 * 1024]
+
+    # bigger than what one read returns: the signature is over all of it
+    large = b'{"ref": "refs/heads/main", "pad": "' + b"x" * 400_000 + b'"}'
+    status, body = await api.post(
+        "/hooks/git", data=large, headers={"X-Hub-Signature-256": _sign(large)}
+    )
+    assert status == 202, body
+    in_chunks = large + b" "
+    headers = {"X-Hub-Signature-256": _sign(in_chunks)}
+    assert (await api.post("/hooks/git", data=chunked(in_chunks), headers=headers))[0] == 202
+    at_limit = b" " * (1024 * 1024)
+    headers = {"X-Hub-Signature-256": _sign(at_limit)}
+    assert (await api.post("/hooks/git", data=at_limit, headers=headers))[0] == 202
+    over = at_limit + b" "
+    headers = {"X-Hub-Signature-256": _sign(over)}
+    status, body = await api.post("/hooks/git", data=chunked(over), headers=headers)
+    assert (status, body["error"]) == (413, "body larger than 1048576 bytes")
+
+
+async def test_a_replayed_webhook_delivery_triggers_no_new_fetch_or_pass(
+    api_factory: ApiFactory, stack: DemoStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await api_factory(desired(stack), webhook_secret=SECRET)
+    controller = api.h.controller
+    requested: list[PassRequest] = []
+    ask_for_a_pass = controller.request_pass
+
+    def spy(request: PassRequest) -> None:
+        requested.append(request)
+        ask_for_a_pass(request)
+
+    monkeypatch.setattr(controller, "request_pass", spy)
+    body = b'{"ref": "refs/heads/main", "after": "1111"}'
+    delivery = {"X-Hub-Signature-256": _sign(body), "X-GitHub-Delivery": "d-1"}
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(controller.run(stop))
+    try:
+        await until(lambda: controller.snapshot().passes_completed >= 1)
+        assert (await api.post("/hooks/git", data=body, headers=delivery))[0] == 202
+        await until(lambda: controller.snapshot().passes_completed >= 2)
+        forged_id = {**delivery, "X-GitHub-Delivery": "d-forged"}
+        for headers in [delivery] * 6 + [forged_id]:
+            status, answer = await api.post("/hooks/git", data=body, headers=headers)
+            assert (status, answer["message"]) == (200, "delivery already received")
+        # the handler asks for a pass synchronously: none was asked for by the replays
+        assert [r.fetch_now for r in requested] == [True]
+        assert controller.snapshot().passes_completed == 2
+        # and a new push still goes through at once (the clock never moves)
+        pushed = b'{"ref": "refs/heads/main", "after": "2222"}'
+        headers = {"X-Hub-Signature-256": _sign(pushed), "X-GitHub-Delivery": "d-2"}
+        assert (await api.post("/hooks/git", data=pushed, headers=headers))[0] == 202
+        await until(lambda: controller.snapshot().passes_completed >= 3)
+        assert len(requested) == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop_task, 10)
+    assert controller.snapshot().passes_completed == 3

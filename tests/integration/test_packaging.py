@@ -67,3 +67,42 @@ def test_without_the_extra_the_product_runs_and_the_sandbox_says_how_to_install_
     assert sandbox.returncode == 2
     assert "pip install 'infra-controller[sandbox]'" in sandbox.stderr
     assert "Traceback" not in sandbox.stderr
+
+
+def _image_environment(state_dir: Path) -> dict[str, str]:
+    """The image's CONTROLLER_* settings (deploy/Dockerfile), its state directory moved here."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for pair in line.removeprefix("ENV ").split():
+                key, _, value = pair.partition("=")
+                found[key] = value.replace("/var/lib/infra-controller", str(state_dir))
+    return {k: v for k, v in found.items() if k.startswith("CONTROLLER_")}
+
+
+def test_the_image_writes_only_to_its_state_directory(
+    install_without_the_extra: Path, tmp_path: Path, fake_terraform: Path
+) -> None:
+    app, state = tmp_path / "app", tmp_path / "state"
+    app.mkdir()
+    state.mkdir()
+    (app / "desired_state.yaml").write_text(
+        "version: 1\nenvironments:\n  lab:\n    power: on\n"
+        f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
+    )
+    settings = _image_environment(state)
+    assert settings["CONTROLLER_STATE_STORE"] == f"file://{state}/state.json"
+    result = subprocess.run(
+        [str(install_without_the_extra), "-m", "controller", "run", "--once"],
+        cwd=app,
+        env={**os.environ, **settings, "PYTHONPATH": str(ROOT), "AWS_REGION": "eu-west-3"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in app.iterdir()) == ["desired_state.yaml"]  # nothing else
+    assert (state / "state.json").exists()
+    assert list((state / "runs").glob("*.json"))  # the run's record, in the state directory
+    assert "git" in (ROOT / "deploy" / "Dockerfile").read_text()  # git sources need it

@@ -9,7 +9,7 @@ import pytest
 
 from controller.core.desired_state import DesiredState
 from controller.core.durations import format_duration, parse_duration
-from controller.desired.loader import InvalidDesiredState, parse_desired_state
+from controller.desired.loader import InvalidDesiredState, Problem, parse_desired_state
 
 
 def problems(text: str) -> list[str]:
@@ -150,3 +150,192 @@ def test_schema_is_json_and_describes_power_and_durations() -> None:
     assert '"on"' in text
     assert "1h30m" in text
     assert schema["additionalProperties"] is False
+
+
+# --- hostile input: every case below once ended in a traceback or was wrongly accepted ---------
+
+ENV = "version: 1\nenvironments:\n  a:\n    power: on\n"
+IDLE = ENV + "    service: {cluster: c, name: s}\n    idle: {after: %s}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "version: 1\nenvironments:\n  a:\n    power: !foo on\n",
+            "ds.yaml:4:12: environments.a.power: unsupported tag '!foo' (only plain strings, "
+            "numbers, booleans and null are used)",
+        ),
+        ("version: !!float\n", "ds.yaml:1:10: version: invalid !!float value ''"),
+        ("version: !!int ''\n", "ds.yaml:1:10: version: invalid !!int value ''"),
+        ("version: !!timestamp soon\n", "ds.yaml:1:10: version: invalid !!timestamp value 'soon'"),
+        (
+            "version: 1\nenvironments:\n  a:\n    power: !!binary '@@'\n",
+            "ds.yaml:4:12: environments.a.power: unsupported tag '!!binary' (only plain strings, "
+            "numbers, booleans and null are used)",
+        ),
+        (
+            "version: 1\nenvironments: !!set {a}\n",
+            "ds.yaml:2:15: environments: unsupported tag '!!set'",
+        ),
+        (
+            "version: 1\nenvironments: !!omap [a: 1]\n",
+            "ds.yaml:2:15: environments: unsupported tag '!!omap'",
+        ),
+        (
+            "version: 1\n!!python/name:os.system x: 1\n",
+            "ds.yaml:2:1: x: unsupported tag '!!python/name:os.system' on a key",
+        ),
+    ],
+)
+def test_unknown_or_unusual_tags_are_positioned_problems(text: str, expected: str) -> None:
+    assert expected in problems(text)
+
+
+def test_a_refused_value_is_reported_once_not_again_by_the_schema() -> None:
+    # `power` is required: the refused value must not also read as a missing key
+    assert problems(ENV.replace("power: on", "power: !foo on")) == [
+        "ds.yaml:4:12: environments.a.power: unsupported tag '!foo' (only plain strings, "
+        "numbers, booleans and null are used)"
+    ]
+
+
+def test_plain_merge_and_value_indicators_are_read_as_text() -> None:
+    # YAML 1.1 resolves a plain `<<` and `=` to tags SafeLoader cannot construct
+    assert problems("version: 1\nenvironments:\n  a:\n    power: <<\n") == [
+        "ds.yaml:4:12: environments.a.power: Input should be 'on' or 'off'"
+    ]
+    assert problems("version: =\n") == ["ds.yaml:1:10: version: expected the integer 1, got '='"]
+
+
+def test_overflowing_duration_is_a_problem() -> None:
+    assert problems(IDLE % "99999999999999999999h") == [
+        "ds.yaml:6:19: environments.a.idle.after: invalid duration '99999999999999999999h': "
+        "too long"
+    ]
+    assert problems(IDLE % "99999999999h")[0].endswith("too long")  # past timedelta's range
+
+
+def test_overflowing_duration_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("9" * 5000 + "s")
+
+
+@pytest.mark.parametrize("digits", ["\u0665m", "\uff15m", "\u0967h"])
+def test_durations_with_non_ascii_digits_are_refused(digits: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(digits)
+    assert "invalid duration" in problems(IDLE % digits)[0]
+
+
+def test_region_with_non_ascii_digits_is_refused() -> None:
+    assert (
+        "region: String should match pattern" in problems(ENV + "    region: eu-west-\u0663\n")[0]
+    )
+
+
+def test_duration_schema_pattern_takes_ascii_digits_only() -> None:
+    text = json.dumps(DesiredState.model_json_schema())
+    assert "[0-9]+h" in text
+    assert "\\\\d" not in text
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("true", "version: expected the integer 1, got True"),
+        ("1.0", "version: expected the integer 1, got 1.0"),
+        ("'1'", "version: expected the integer 1, got '1'"),
+    ],
+)
+def test_version_must_be_the_integer_1(written: str, expected: str) -> None:
+    assert problems(f"version: {written}\nenvironments: {{}}\n") == [f"ds.yaml:1:10: {expected}"]
+
+
+@pytest.mark.parametrize("written", ["true", "2.0", "'3'"])
+def test_active_count_must_be_an_integer(written: str) -> None:
+    text = ENV + "    service: {cluster: c, name: s}\n"
+    text += f"    idle: {{after: 5m, active_count: {written}}}\n"
+    assert problems(text) == [
+        "ds.yaml:6:37: environments.a.idle.active_count: Input should be a valid integer"
+    ]
+
+
+@pytest.mark.parametrize("written", ["'yes'", "1", "'true'"])
+def test_suspend_must_be_a_boolean(written: str) -> None:
+    assert problems(ENV + f"    suspend: {written}\n") == [
+        "ds.yaml:5:14: environments.a.suspend: Input should be a valid boolean"
+    ]
+
+
+def test_suspend_keeps_accepting_yaml_booleans() -> None:
+    assert load(ENV + "    suspend: yes\n").environments["a"].suspend is True
+
+
+def test_problem_lines_escape_control_characters_from_the_input() -> None:
+    text = 'version: 1\nenvironments:\n  "a\\nb\\0\\u2028\\u202e":\n    power: on\n'
+    (line,) = problems(text)
+    assert line == (
+        "ds.yaml:3:3: environments.a\\nb\\x00\\u2028\\u202e: invalid environment name "
+        "'a\\nb\\x00\\u2028\\u202e': use lowercase letters, digits and '-'"
+    )
+    assert line.splitlines() == [line]
+
+
+def test_problem_escapes_its_file_name_and_message() -> None:
+    problem = Problem("a\nb.yaml", 1, 1, "bad\r\nthing\x00")
+    assert str(problem) == "a\\nb.yaml:1:1: bad\\r\\nthing\\x00"
+
+
+def test_problem_messages_echoing_huge_input_are_cut_short() -> None:
+    (line,) = problems(IDLE % ("x" * 100_000))
+    assert len(line) < 600
+    assert line.endswith("…")
+
+
+def test_forbidden_characters_are_reported_at_their_line() -> None:
+    assert problems("version: 1\nenvironments:\n  a: \x00\n") == [
+        "ds.yaml:3:6: invalid YAML: character '\\x00' is not allowed"
+    ]
+
+
+def test_lone_surrogate_is_a_problem() -> None:
+    assert problems("version: 1\nx: \ud800\n") == [
+        "ds.yaml:2:4: invalid text: a lone surrogate is not UTF-8"
+    ]
+
+
+def test_long_plain_number_is_refused_without_being_read() -> None:
+    # PyYAML reads a sexagesimal `1:2:3:...` in quadratic time and its regex takes 64 MB
+    found = problems("version: 1" + ":2" * 400_000 + "\n")
+    assert found == [
+        "ds.yaml:1:10: version: a plain value of 800001 characters that reads as a number or a "
+        "date is too long (at most 100); quote it if it is text"
+    ]
+    assert "too long" in problems("version: !!int 1" + ":2" * 400_000 + "\n")[0]
+
+
+def test_long_plain_text_stays_text() -> None:
+    long_name = "cluster-" + "x" * 200
+    state = load(ENV + f"    service: {{cluster: {long_name}, name: s}}\n")
+    service = state.environments["a"].service
+    assert service is not None
+    assert service.cluster == long_name
+
+
+def test_key_named_like_pydantic_key_marker_is_an_unknown_key() -> None:
+    assert problems("version: 1\n'[key]': 1\n") == [
+        "ds.yaml:2:1: [key]: unknown key '[key]'; allowed: version, environments"
+    ]
+
+
+def test_any_unexpected_exception_becomes_a_problem_naming_its_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(DesiredState, "model_validate", broken)
+    assert problems(ENV) == [
+        "ds.yaml:1:1: unexpected error while reading the document: KeyError: 'surprise'"
+    ]
