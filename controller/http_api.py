@@ -7,8 +7,10 @@ a network: slow, idle and surplus connections are cut by `controller.http_guard`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import re
 from typing import Any
 
 import structlog
@@ -32,7 +34,10 @@ WEBHOOK_MAX_BYTES = 1024 * 1024
 HEADER_TIMEOUT_SECONDS = 10.0  # request headers complete, and keep-alive idle, within this
 BODY_TIMEOUT_SECONDS = 30.0  # body read and answer written within this (1 MiB at 35 KB/s)
 REMEMBERED_DELIVERIES = 1000
+WEBHOOK_BODIES_AT_ONCE = 4  # GitHub sends one delivery at a time per hook
+SIGNATURE = re.compile(rb"sha256=[0-9a-f]{64}")
 CONTROLLER_KEY = web.AppKey("controller", Controller)
+BODY_READS_KEY = web.AppKey("webhook_body_reads", asyncio.Semaphore)
 
 
 class RecentDeliveries:
@@ -127,6 +132,8 @@ async def wake(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not controller.knows(name):
         return _error(404, f"unknown environment {name!r}")
+    if controller.stopping:
+        return _error(503, "shutting down: no pass follows; ask again once restarted")
     reason = controller.request_wake(name)
     if reason is not None:
         return _error(409, reason)
@@ -139,6 +146,8 @@ async def reconcile(request: web.Request) -> web.Response:
         return refused
     controller = request.app[CONTROLLER_KEY]
     name = request.query.get("environment") or None
+    if controller.stopping:
+        return _error(503, "shutting down: no pass follows; ask again once restarted")
     if controller.request_retry(name) is not None:
         return _error(404, f"unknown environment {name!r}")
     body: dict[str, Any] = {"message": "reconcile requested", "environment": name}
@@ -153,16 +162,22 @@ async def git_hook(request: web.Request) -> web.Response:
     too_large = _error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
     if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
         return too_large
-    try:
-        # the whole body, chunked or not: the app's client_max_size stops it past the limit
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return too_large
-    except web.RequestPayloadError:
-        return _error(400, "malformed body")
-    expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
     given = _header_bytes(request, "X-Hub-Signature-256")
-    if given is None or not hmac.compare_digest(given, b"sha256=" + expected.encode()):
+    if given is None or not SIGNATURE.fullmatch(given):  # no body is read for these
+        return _error(401, "missing or invalid X-Hub-Signature-256")
+    reading = request.app[BODY_READS_KEY]
+    if reading.locked():  # a few slow senders must not hold every connection
+        return _error(503, "too many webhook deliveries at once; retry")
+    async with reading:
+        try:
+            # the whole body, chunked or not: the app's client_max_size stops it past the limit
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return too_large
+        except web.RequestPayloadError:
+            return _error(400, "malformed body")
+    expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given, b"sha256=" + expected.encode()):
         return _error(401, "missing or invalid X-Hub-Signature-256")
     delivery = request.headers.get("X-GitHub-Delivery", "")[:128]
     keys = (f"body:{expected}", f"id:{delivery}") if delivery else (f"body:{expected}",)
@@ -180,6 +195,7 @@ def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> w
     )
     app[CONTROLLER_KEY] = controller
     app[DELIVERIES_KEY] = RecentDeliveries()
+    app[BODY_READS_KEY] = asyncio.Semaphore(WEBHOOK_BODIES_AT_ONCE)
     if guard is not None:
         app[GUARD_KEY] = guard
     app.router.add_get("/metrics", metrics)

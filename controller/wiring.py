@@ -68,6 +68,7 @@ def _observers(aws: AwsClients) -> list[Observer]:
 def _reconcilers(
     settings: Settings, aws: AwsClients, memory: StateMemory, idle: IdleTuning
 ) -> list[AnyReconciler]:
+    # a region's metric reads get a third of the pass: a slow region fails alone, in time
     """The policies, in the order they decide for each environment: power first, so that the
     idle policy sees the power state of the same pass."""
     runners: dict[str, TerraformRunner] = {
@@ -76,7 +77,12 @@ def _reconcilers(
     }
     return [
         PowerReconciler(runners, memory),
-        IdleReconciler(aws, idle.metric_period, idle.lookback_margin),
+        IdleReconciler(
+            aws,
+            idle.metric_period,
+            idle.lookback_margin,
+            region_budget=settings.effective_pass_timeout.total_seconds() / 3,
+        ),
     ]
 
 

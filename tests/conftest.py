@@ -4,6 +4,9 @@ same `build_controller` the CLI uses."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,17 +15,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from controller.core.aws import AwsClients
 from controller.core.clock import ManualClock
 from controller.core.settings import Settings
 from controller.desired.source import DesiredStateSource
 from controller.engine.controller import Controller
+from controller.logging_setup import configure_logging
 from controller.sandbox.emulator import LocalAws
 from controller.status_view import controller_status
 from controller.wiring import build_controller
 
 REGION = "eu-west-3"
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Whatever a test configures, logging is left as it was found."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """The controller's JSON log lines, captured."""
+    with logging_restored():
+        buffer = io.StringIO()
+        configure_logging("json", stream=buffer)
+        yield buffer
 
 
 @pytest.fixture(scope="session")

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
 
+from tests import cbor_lite
+
 FaultKind = Literal[
-    "throttle", "error500", "hang", "reset", "truncate", "garbage", "html200", "delay"
+    "throttle", "error500", "hang", "reset", "truncate", "garbage", "html200", "delay", "rewrite"
 ]
+# rewrite: the emulator's answer, decoded, changed by the fault's `rewrite`, encoded again
+Rewrite = Callable[[dict[str, Any]], dict[str, Any]]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "throttle",
     "error500",
@@ -55,6 +61,7 @@ class Fault:
     region: str | None = None
     times: int | None = None  # inject at most this many times
     delay: float = 1.0  # for `delay`
+    rewrite: Rewrite | None = None  # for `rewrite` (JSON and CBOR answers)
 
     def applies(self, operation: str, region: str | None, body: bytes) -> bool:
         return (
@@ -199,9 +206,12 @@ class FaultProxy:
         if fault.kind == "delay":
             await asyncio.sleep(fault.delay)
             return await self._forward(request, body)
-        answer = await self._forward(request, body)  # truncate: a body cut short
+        answer = await self._forward(request, body)
         whole = answer.body if isinstance(answer.body, bytes) else b""
-        return web.Response(status=answer.status, body=whole[: len(whole) // 2])
+        if fault.kind == "rewrite":
+            assert fault.rewrite is not None
+            return _rewritten(answer, whole, fault.rewrite)
+        return web.Response(status=answer.status, body=whole[: len(whole) // 2])  # truncate
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None
@@ -212,3 +222,13 @@ class FaultProxy:
             payload = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
             return web.Response(status=upstream.status, body=payload, headers=kept)
+
+
+def _rewritten(answer: web.Response, body: bytes, rewrite: Rewrite) -> web.Response:
+    """The answer with its decoded body changed: a well-formed answer saying something else."""
+    cbor = "cbor" in answer.headers.get("Content-Type", "")
+    decoded = cbor_lite.loads(body) if cbor else json.loads(body)
+    changed = rewrite(decoded)
+    payload = cbor_lite.dumps(changed) if cbor else json.dumps(changed, default=str).encode()
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+    return web.Response(status=answer.status, body=payload, headers=headers)

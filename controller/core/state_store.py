@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -27,6 +28,10 @@ from controller.core.records import (
     record_to_json,
 )
 
+# a page holds up to 1 MB of records, a thousand environments or more: a table that keeps
+# asking for more pages is not to be trusted
+MAX_SCAN_PAGES = 100
+
 
 class StateStoreError(Exception):
     pass
@@ -34,6 +39,10 @@ class StateStoreError(Exception):
 
 class StoreConflict(StateStoreError):
     """The record changed since it was read (another controller wrote it)."""
+
+
+class StoreCorrupt(StateStoreError):
+    """The store's content cannot be read (not its medium: the file reads, but is garbage)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,12 @@ class FileStateStore:
                 data = json.load(handle)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, RecursionError) as exc:
+        except OSError as exc:  # the medium (a disk, an NFS mount): may well be transient
             raise StateStoreError(f"cannot read state store {self.path}: {exc!r}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise StoreCorrupt(f"cannot read state store {self.path}: {exc!r}") from exc
         if not isinstance(data, dict):
-            raise StateStoreError(f"cannot read state store {self.path}: not a JSON object")
+            raise StoreCorrupt(f"cannot read state store {self.path}: not a JSON object")
         return data
 
     def _locked(self) -> Any:
@@ -108,7 +119,7 @@ class FileStateStore:
         self._seen = self._signature()
         environments = self._read_unlocked().get("environments") or {}
         if not isinstance(environments, dict):
-            raise StateStoreError(f"{self.path}: `environments` is not a mapping")
+            raise StoreCorrupt(f"{self.path}: `environments` is not a mapping")
         loaded = StoredRecords()
         for name, entry in environments.items():
             try:
@@ -169,7 +180,8 @@ class FileStateStore:
     def _set_aside(self) -> str:
         lock = self._locked()
         try:
-            aside = f"{self.path}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}"
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = f"{self.path}.unreadable-{stamp}-{uuid.uuid4().hex[:8]}"
             os.replace(self.path, aside)
             return aside
         finally:
@@ -198,13 +210,16 @@ class DynamoDbStateStore:
         loaded = StoredRecords()
         params: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         try:
-            while True:
+            for _ in range(MAX_SCAN_PAGES):
                 answer = await self._aws.call("dynamodb", "Scan", self.region, **params)
                 for item in answer["Items"]:  # an answer without them is not "no record"
                     self._read_item(item, loaded)
                 if "LastEvaluatedKey" not in answer:
                     return loaded
                 params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+            raise StateStoreError(
+                f"cannot read {self.description}: still more pages after {MAX_SCAN_PAGES}"
+            )
         except AwsError as exc:
             raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
         except (KeyError, TypeError, AttributeError) as exc:

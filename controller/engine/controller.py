@@ -59,12 +59,18 @@ class Controller:
         self._wake_refusal = wake_refusal  # the rule of the policy that handles wakes
         self._scheduler = Scheduler(self._scheduled_pass, clock, settings.interval)
         self._pass_lock = asyncio.Lock()
+        self._stop: asyncio.Event | None = None
         self._snapshot = Snapshot(tracker.view(), settings.dry_run, clock.now())
 
     # ---- what readers see ----
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    @property
+    def stopping(self) -> bool:
+        """Shutdown has begun: no pass follows, so a wake accepted now would be lost."""
+        return self._stop is not None and self._stop.is_set()
 
     def knows(self, name: str) -> bool:
         return name in self._snapshot.desired.environments
@@ -190,6 +196,7 @@ class Controller:
             dry_run=self.settings.dry_run,
             source=self._tracker.source.description,
         )
+        self._stop = stop
         try:
             await self._scheduler.run(stop, self._watch_source)
         finally:

@@ -2,21 +2,21 @@
 environment, and a single write path with optimistic versioning (a conflict means another
 controller wrote first: this one steps back and re-reads).
 
-What cannot be read is never guessed. A record that cannot be read stops its environment
-only. A store that cannot be read at all stops every environment, unless this process still
-holds every record (it has been running): then the unreadable store is set aside, kept, and
-written anew from memory. Records that vanished from the store (a deleted file) are rewritten
-from memory the same way. Nothing is ever rebuilt by guessing, and no run is started for it.
+What cannot be read is never guessed, nor rewritten from this process's own copy (another
+writer may have written since). A store whose medium fails (a disk, a mount, DynamoDB) stops
+every environment until it reads again. A store whose content is garbage is set aside, kept,
+and the environments continue as after a lost store, which starts no run blindly: the power
+policy first asks the runners for a run in flight. A record that vanished, or that cannot be
+read, is dropped from memory the same way; an unreadable one stops its environment until it
+is repaired or removed.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import structlog
 
 from controller.core.records import EnvironmentRecord
-from controller.core.state_store import StateStore, StateStoreError, StoreConflict
+from controller.core.state_store import StateStore, StateStoreError, StoreConflict, StoreCorrupt
 
 log = structlog.get_logger("infra_controller.state")
 
@@ -36,46 +36,55 @@ class StateMemory:
         return self.store.description
 
     async def ensure_loaded(self) -> None:
-        """Read the records once, and again after a conflict or while some are unreadable: the
-        store's copy wins. Raises StateStoreError when the store cannot be read."""
+        """Read the records when not read yet, after a conflict, while some are unreadable, and
+        when the store changed behind this process's back: the store's copy wins. Raises
+        StateStoreError when the store cannot be read."""
         if self._loaded and not await self.store.changed():
             return
         try:
             stored = await self.store.load()
-        except StateStoreError as exc:
-            self.problem = f"state store unreadable: {exc}"
-            if not self._working or (aside := await self.store.set_aside()) is None:
+        except StoreCorrupt as exc:
+            aside = await self.store.set_aside()
+            if aside is None:
                 raise
-            log.error("state store unreadable: set aside, rewritten from memory", kept_as=aside)
-            await self._rewrite_from_memory(set(self._working))
-            self._loaded = True
+            log.error(
+                "state store unreadable: set aside; continuing as after a lost store",
+                kept_as=aside,
+                error=str(exc),
+            )
+            self._start_over(set(self._working) | set(self._stored))
+            self._unreadable, self._loaded, self.problem = {}, True, None
             return
         vanished = {
             name
             for name, record in self._stored.items()
             if record.version > 0 and name not in stored.records and name not in stored.unreadable
         }
+        if vanished:
+            log.error(
+                "records missing from the state store: continuing as after a lost store",
+                environments=sorted(vanished),
+            )
+        self._start_over(vanished | set(stored.unreadable))
         self._stored = dict(stored.records)
         self._working.update(
             (name, record) for name, record in stored.records.items() if name not in self._forgotten
         )
-        if vanished & set(self._working):
-            log.error(
-                "records missing from the state store: rewritten from memory",
-                environments=sorted(vanished),
-            )
-            await self._rewrite_from_memory(vanished)
         self._unreadable = dict(stored.unreadable)
         self._loaded = not self._unreadable
         self.problem = next(iter(self._unreadable.values()), None)
 
-    async def _rewrite_from_memory(self, names: set[str]) -> None:
-        """Write these working records anew (as version 0 in the store), now."""
-        for name in sorted(names):
+    def _start_over(self, names: set[str]) -> None:
+        """Forget what this process held of these records: they start again as new ones."""
+        for name in names:
+            self._working.pop(name, None)
             self._stored.pop(name, None)
-            if name in self._working:
-                self._working[name] = replace(self._working[name], version=0)
-                await self.save(name)
+
+    def note_unreadable(self, error: BaseException) -> None:
+        """The store could not be read in time, or at all (it is read again next pass)."""
+        reason = str(error) or "no answer in time"
+        self.problem = f"state store unreadable: {reason}"
+        self._loaded = False
 
     def unreadable(self, name: str) -> str | None:
         """Why the stored record of `name` cannot be read, if it cannot."""
@@ -106,35 +115,17 @@ class StateMemory:
         """Write now. Raises StoreConflict if another controller wrote since `record.version`
         (everything is re-read before the next pass), StateStoreError if the write failed."""
         try:
-            written = await self._write(name, record)
-        except StoreConflict:
-            if not await self._vanished(name):
-                self._loaded = False
-                raise
-            # the store lost it (a deleted file): written anew, once, from this very record
-            written = await self._write(name, replace(record, version=0))
-        self._stored[name] = self._working[name] = written
-        return written
-
-    async def _write(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
-        try:
             written = await self.store.put(name, record)
         except StoreConflict:
+            self._loaded = False
             raise
         except StateStoreError as exc:
             self.problem = f"state store write failed: {exc}"
             raise
-        if self.problem is not None and not self._unreadable:
+        if not self._unreadable:
             self.problem = None
+        self._stored[name] = self._working[name] = written
         return written
-
-    async def _vanished(self, name: str) -> bool:
-        """After a conflict: is the record simply gone from the store?"""
-        try:
-            stored = await self.store.load()
-        except StateStoreError:
-            return False
-        return name not in stored.records and name not in stored.unreadable
 
     async def save(self, name: str) -> None:
         """Write the working record of `name` if it changed since it was stored."""

@@ -38,6 +38,8 @@ from reconcilers.interface import (
 log = structlog.get_logger("infra_controller")
 
 AnyReconciler = Reconciler[Any, Any]
+STORE_SHARE = 0.3  # of the pass timeout, for reading the state store
+OBSERVE_SHARE = 0.6  # of the pass timeout, for the observers' and reconcilers' reads
 Observations = dict[str, tuple[Mapping[str, Any], str]]  # reconciler -> (by name, why missing)
 
 
@@ -84,22 +86,28 @@ class PassEngine:
         self, desired: DesiredState, request: PassRequest, options: PassOptions
     ) -> dict[str, EnvironmentOutcome]:
         now = self.clock.now()
+        budget = options.pass_timeout.total_seconds()
+        started = asyncio.get_running_loop().time()
         try:
-            await self.memory.ensure_loaded()
-        except StateStoreError as exc:
+            async with asyncio.timeout(budget * STORE_SHARE):
+                await self.memory.ensure_loaded()
+        except (StateStoreError, TimeoutError) as exc:
             # what was recorded (a run in flight) is unknown: nothing may be decided on it
+            self.memory.note_unreadable(exc)
             self.reporter.state_store(self.memory.problem)
-            error = f"state store unreadable: {exc}"
+            error = f"state store unreadable: {self.memory.problem}"
             return {
                 name: self._failed(name, self.runtime(name), now, error)
                 for name in desired.environments
             }
         self._forget_removed(desired)
         contexts, outcomes = self._contexts(desired, request, options.dry_run, now)
-        deadline = asyncio.get_running_loop().time() + options.pass_timeout.total_seconds()
+        # reading may take part of the pass, never all of it: deciding and acting keep theirs
+        observed_by = started + budget * OBSERVE_SHARE
+        deadline = started + budget
         with self.reporter.timed("observe"):
-            contexts = await self._gather_facts(contexts, now, deadline)
-            observations = await self._observe(contexts, now, deadline)
+            contexts = await self._gather_facts(contexts, now, observed_by)
+            observations = await self._observe(contexts, now, observed_by)
         results = await asyncio.gather(
             *(self._environment(c, observations, now, deadline, options) for c in contexts)
         )

@@ -29,6 +29,8 @@ from reconcilers.idle.decision import (
 from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobserved
 
 GET_METRIC_DATA_BATCH = 500
+# a window of minutes fits one page; an answer that keeps asking for more is not to be trusted
+MAX_METRIC_PAGES = 5
 ALB_NAMESPACE = "AWS/ApplicationELB"
 METRICS = {"requests": "RequestCount", "rejected": "HTTPCode_ELB_503_Count"}
 
@@ -65,10 +67,12 @@ class IdleReconciler:
         aws: AwsClients,
         metric_period: timedelta = timedelta(minutes=1),
         lookback_margin: timedelta = timedelta(minutes=10),
+        region_budget: float = 30.0,
     ) -> None:
         self._aws = aws
         self.metric_period = metric_period
         self.lookback_margin = lookback_margin
+        self.region_budget = region_budget  # seconds for one region's metric reads
 
     async def observe(
         self, contexts: Sequence[EnvironmentContext], now: datetime
@@ -90,10 +94,23 @@ class IdleReconciler:
                 continue
             by_region[context.region].append(context)
         for answer in await asyncio.gather(
-            *(self._read_region(region, group, now) for region, group in by_region.items())
+            *(self._read_region_in_time(region, group, now) for region, group in by_region.items())
         ):
             readings.update(answer)
         return readings
+
+    async def _read_region_in_time(
+        self, region: str, contexts: list[EnvironmentContext], now: datetime
+    ) -> dict[str, ActivityReading]:
+        """One region's reads, bounded on their own: a slow region never holds back another."""
+        try:
+            async with asyncio.timeout(self.region_budget):
+                return await self._read_region(region, contexts, now)
+        except TimeoutError:
+            error = f"metrics of {region} not read within {self.region_budget:g}s"
+        except AwsError as exc:
+            error = str(exc)
+        return {c.name: ActivityReading(error=error) for c in contexts}
 
     def decide(
         self, context: EnvironmentContext, observation: ActivityReading | Unobserved, now: datetime
@@ -180,7 +197,7 @@ class IdleReconciler:
                 continue
             for query in batch:
                 result = results.get(query.id)
-                if result is None or result.get("StatusCode") not in ("Complete", None):
+                if result is None or result.get("StatusCode") != "Complete":
                     status = result and result.get("StatusCode")
                     failed[query.environment] = f"GetMetricData {query.id}: {status}"
                     continue
@@ -229,7 +246,7 @@ class IdleReconciler:
             "EndTime": end,
             "ScanBy": "TimestampAscending",
         }
-        while True:
+        for _ in range(MAX_METRIC_PAGES):
             answer = await self._aws.read(
                 _GetMetricData, "cloudwatch", "GetMetricData", region, **params
             )
@@ -242,13 +259,18 @@ class IdleReconciler:
                         f"{result.Id}: {len(result.Timestamps)} timestamps for "
                         f"{len(result.Values)} values",
                     )
-                entry = merged.setdefault(
-                    result.Id, {"Timestamps": [], "Values": [], "StatusCode": "Complete"}
-                )
+                entry = merged.setdefault(result.Id, {"Timestamps": [], "Values": []})
                 entry["Timestamps"] += result.Timestamps
                 entry["Values"] += result.Values
-                if result.StatusCode not in ("Complete", "PartialData"):
-                    entry["StatusCode"] = result.StatusCode
+                # the last page's status is the query's: PartialData there means datapoints
+                # are missing (the most recent ones, as the scan is oldest first): unknown
+                entry["StatusCode"] = result.StatusCode
             if not answer.NextToken:
                 return merged
             params["NextToken"] = answer.NextToken
+        raise AwsError(
+            "cloudwatch",
+            "GetMetricData",
+            "MalformedAnswer",
+            f"still more pages after {MAX_METRIC_PAGES}: not read",
+        )

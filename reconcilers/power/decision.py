@@ -38,6 +38,8 @@ class PowerObservation:
     # whether the declared service exists; None when no service is declared or the read failed
     service_exists: bool | None = None
     service_error: str | None = None
+    # no record, and the runner could not tell whether a run is in flight: nothing may start
+    runs_unknown: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +192,9 @@ def _converge(
     if spec.suspend:
         state = current or report_only_state(spec, observed.service_exists)
         return result("none", state, "suspended: observing only", guessed=current is None)
+    if observed.runs_unknown is not None:
+        reason = f"no record, and {observed.runs_unknown}: no run started"
+        return result("none", current, reason, unknown=True)
     declares_service = spec.service is not None
     if declares_service and not observed_state:
         # unknown is never a reason to act, nor to record a state that later runs rest on

@@ -8,6 +8,7 @@ the same run instead of starting another.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,8 @@ class PolledRun:
     status: RunStatus | None  # None: no run in flight, or its status is unknown (see error)
     error: str | None = None
     run: RunInfo | None = None  # the run as now known (its id filled in after a recovery)
+    # no record, and whether a run is in flight could not be told: nothing may start
+    unknown_memory: str | None = None
 
 
 class PowerReconciler:
@@ -62,8 +65,21 @@ class PowerReconciler:
         unconfirmed start is never resumed: resuming it could start a run."""
         results: dict[str, PolledRun] = {c.name: PolledRun(None) for c in contexts}
         by_runner: dict[str, list[RunToPoll]] = defaultdict(list)
+        discovered = dict(
+            zip(
+                [c.name for c in contexts],
+                await asyncio.gather(*(self._discover(c, now) for c in contexts)),
+                strict=True,
+            )
+        )
         for context in contexts:
             run = context.record.power.run
+            if run is None:
+                found = discovered[context.name]
+                if isinstance(found, PolledRun):
+                    results[context.name] = found
+                    continue
+                run = found
             if run is None:
                 continue
             spec = context.spec.terraform
@@ -91,6 +107,36 @@ class PowerReconciler:
                 status = statuses.get(item.environment)
                 results[item.environment] = PolledRun(status, None if status else error, item.run)
         return results
+
+    async def _discover(
+        self, context: EnvironmentContext, now: datetime
+    ) -> RunInfo | PolledRun | None:
+        """For an environment with no record at all (new, or its record was lost): a run its
+        runner still has in flight is adopted, never started again beside it."""
+        spec = context.spec.terraform
+        record = context.record.power
+        if spec is None or record.state is not None or record.run is not None:
+            return None
+        try:
+            found = await self._runner(spec.runner).in_flight(context.name, spec, context.region)
+        except RunnerError as exc:
+            return PolledRun(None, unknown_memory=f"runs in flight unknown ({exc})")
+        if found is None:
+            return None
+        log.warning(
+            "adopting a run in flight found without a record",
+            environment=context.name,
+            run_id=found.run_id,
+            operation=found.operation,
+        )
+        return RunInfo(
+            runner=spec.runner,
+            operation=found.operation,
+            token=found.token,
+            started_at=found.started_at or now,
+            run_id=found.run_id,
+            logs_url=found.logs_url,
+        )
 
     async def _recover_start(
         self, context: EnvironmentContext, run: RunInfo, now: datetime
@@ -138,7 +184,12 @@ class PowerReconciler:
         else:
             if observation.run is not None and record.run != observation.run:
                 record = replace(record, run=observation.run)  # a recovered run id
-            observed = PowerObservation(record, observation.status, observation.error)
+            observed = PowerObservation(
+                record,
+                observation.status,
+                observation.error,
+                runs_unknown=observation.unknown_memory,
+            )
         service = context.facts.service
         if context.spec.service is not None and service is not None:
             observed = replace(observed, service_exists=service.exists)

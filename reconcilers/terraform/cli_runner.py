@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,16 @@ import structlog
 from controller.core.desired_state import TerraformSpec
 from controller.core.records import Operation
 from reconcilers.terraform import supervisor
-from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll, StartedRun
+from reconcilers.terraform.runner import (
+    FoundRun,
+    RunnerError,
+    RunStatus,
+    RunToPoll,
+    StartedRun,
+)
+from reconcilers.terraform.terraform_log import log_terraform_line
 
 log = structlog.get_logger("infra_controller.terraform")
-PROGRESS_LOG_EVERY = 30.0
 FINAL = ("SUCCEEDED", "FAILED")
 # a run recorded but whose supervisor has not written yet is starting, for at most this long
 STARTING_GRACE = 60.0
@@ -61,7 +67,7 @@ def _status_of(data: dict[str, Any] | None) -> RunStatus:
         return RunStatus(data["state"], str(data.get("detail", "")))
     step = data.get("step", "")
     pid = data.get("supervisor_pid")
-    if supervisor.supervisor_running(pid):
+    if supervisor.supervisor_running(pid, data.get("run_file")):
         return RunStatus("IN_PROGRESS", f"terraform {step} running")
     orphan = supervisor.orphaned_terraform(data)
     if orphan is not None:
@@ -135,15 +141,19 @@ class CliRunner:
         if run_id in self._followed or await asyncio.to_thread(run_file.exists):
             return StartedRun(run_id)  # the same token: the run already exists
         binary, workdir = await asyncio.to_thread(_resolve, spec)
-        process = await asyncio.to_thread(
-            self._spawn,
-            run_file,
-            log_file,
-            workdir,
-            binary,
-            operation,
-            spec.timeout.total_seconds(),
-        )
+        try:
+            process = await asyncio.to_thread(
+                self._spawn,
+                run_file,
+                log_file,
+                workdir,
+                binary,
+                operation,
+                spec.timeout.total_seconds(),
+                environment,
+            )
+        except OSError as exc:  # a full disk, no runs directory: nothing was started
+            raise RunnerError(f"the run could not be started: {exc}") from exc
         followed = _Followed(run_id, environment, operation, run_file, log_file, process)
         self._follow(followed)
         return StartedRun(run_id)
@@ -156,6 +166,7 @@ class CliRunner:
         binary: str,
         operation: str,
         timeout: float,
+        environment: str,
     ) -> subprocess.Popen[bytes]:
         run_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.touch()
@@ -167,6 +178,8 @@ class CliRunner:
                 "state": "IN_PROGRESS",
                 "step": "starting",
                 "supervisor_pid": None,
+                "run_file": str(run_file),
+                "environment": environment,
                 "operation": operation,
                 "binary": binary,
                 "created_at": time.time(),
@@ -182,6 +195,7 @@ class CliRunner:
                 binary,
                 operation,
                 str(timeout),
+                environment,
             ],
             env=supervisor.child_environment(os.environ),  # no controller secrets
             stdin=subprocess.DEVNULL,
@@ -206,7 +220,9 @@ class CliRunner:
             while True:
                 status = await asyncio.to_thread(self._finished, followed)
                 for line in await asyncio.to_thread(self._new_lines, followed):
-                    self._log_line(followed, line)
+                    followed.last_progress_log = log_terraform_line(
+                        line, followed.last_progress_log
+                    )
                 if status is not None:
                     log.info("terraform process exited", outcome=status.state, detail=status.detail)
                     return
@@ -230,61 +246,6 @@ class CliRunner:
         followed.offset += len(chunk)
         *lines, followed.partial = (followed.partial + chunk).split(b"\n")
         return [line.decode(errors="replace").rstrip() for line in lines]
-
-    def _log_line(self, followed: _Followed, line: str) -> None:
-        if not line:
-            return
-        try:
-            message = json.loads(line)
-        except ValueError:
-            log.info("terraform output", line=line[:2000])
-            return
-        if not isinstance(message, dict):
-            return
-        kind = message.get("type")
-        hook = message.get("hook") or {}
-        resource = (hook.get("resource") or {}).get("addr")
-        if kind == "diagnostic":
-            diagnostic = message.get("diagnostic") or {}
-            severity = diagnostic.get("severity", "error")
-            emit = log.error if severity == "error" else log.warning
-            emit(
-                "terraform diagnostic",
-                severity=severity,
-                summary=diagnostic.get("summary"),
-                detail=diagnostic.get("detail"),
-                address=diagnostic.get("address"),
-            )
-        elif kind == "change_summary":
-            changes = message.get("changes") or {}
-            log.info(
-                "terraform change summary",
-                add=changes.get("add"),
-                change=changes.get("change"),
-                remove=changes.get("remove"),
-                summary=message.get("@message"),
-            )
-        elif kind == "apply_progress":
-            # the heartbeat of a long apply: logged at most every 30 s
-            now = time.monotonic()
-            if now - followed.last_progress_log >= PROGRESS_LOG_EVERY:
-                followed.last_progress_log = now
-                log.info(
-                    "terraform progress",
-                    resource=resource,
-                    action=hook.get("action"),
-                    elapsed_seconds=hook.get("elapsed_seconds"),
-                )
-        elif kind in ("apply_complete", "apply_errored"):
-            emit = log.info if kind == "apply_complete" else log.error
-            emit(
-                f"terraform {kind.replace('_', ' ')}",
-                resource=resource,
-                action=hook.get("action"),
-                elapsed_seconds=hook.get("elapsed_seconds"),
-            )
-        elif message.get("@level") in ("error", "warn"):
-            log.warning("terraform message", message=message.get("@message"))
 
     async def poll(self, runs: Sequence[RunToPoll]) -> dict[str, RunStatus]:
         statuses: dict[str, RunStatus] = {}
@@ -339,7 +300,7 @@ class CliRunner:
         if data.get("state") in FINAL:
             return
         pid = data.get("supervisor_pid")
-        if isinstance(pid, int) and supervisor.supervisor_running(pid):
+        if isinstance(pid, int) and supervisor.supervisor_running(pid, data.get("run_file")):
             log.warning("interrupting terraform", run_id=run_id, supervisor_pid=pid, why=why)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)
@@ -359,6 +320,28 @@ class CliRunner:
         run_file, _ = self._files(run_id)
         exists = run_id in self._followed or await asyncio.to_thread(run_file.exists)
         return StartedRun(run_id) if exists else None
+
+    async def in_flight(
+        self, environment: str, spec: TerraformSpec, region: str
+    ) -> FoundRun | None:
+        return await asyncio.to_thread(self._in_flight, environment)
+
+    def _in_flight(self, environment: str) -> FoundRun | None:
+        for run_file in sorted(self.runs_dir.glob("*.json")):
+            data = _read_json(run_file)
+            if data is None or data.get("environment") != environment:
+                continue
+            operation = data.get("operation")
+            if operation not in ("apply", "destroy"):
+                continue
+            if _status_of(data).state == "IN_PROGRESS":
+                created = data.get("created_at")
+                started = (
+                    datetime.fromtimestamp(created, UTC) if isinstance(created, float) else None
+                )
+                token = run_file.stem
+                return FoundRun(f"cli:{token}", operation, token, started)
+        return None
 
     async def cancel(self, run: RunToPoll) -> None:
         if run.run.run_id:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from controller.core.desired_state import TerraformSpec
@@ -22,6 +22,17 @@ class RunStatus:
 @dataclass(frozen=True)
 class StartedRun:
     run_id: str
+    logs_url: str | None = None
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    """A run found in flight for an environment the controller has no record of."""
+
+    run_id: str
+    operation: Operation
+    token: str
+    started_at: datetime | None = None
     logs_url: str | None = None
 
 
@@ -63,6 +74,13 @@ class TerraformRunner(Protocol):
     ) -> StartedRun | None:
         """The run started with `token`, or None if there is none; never starts anything.
         Raises RunnerError (maybe_started) when it cannot tell."""
+        ...
+
+    async def in_flight(
+        self, environment: str, spec: TerraformSpec, region: str
+    ) -> FoundRun | None:
+        """A run of `environment` that has not finished, whoever started it (a state store
+        that was lost forgot it). Raises RunnerError when it cannot tell."""
         ...
 
     async def poll(self, runs: Sequence[RunToPoll]) -> dict[str, RunStatus]:

@@ -94,17 +94,23 @@ def process_running(pid: int, matches: Callable[[bytes], bool]) -> bool:
     return matches(cmdline)
 
 
-def supervisor_running(pid: object) -> bool:
-    return isinstance(pid, int) and process_running(
-        pid, lambda cmdline: any(marker in cmdline for marker in SUPERVISOR_MARKERS)
-    )
+def supervisor_running(pid: object, run_file: object = None) -> bool:
+    """Whether `pid` is the supervisor of that run (its command line names the run file, when
+    the record says which: a reused pid may be another run's supervisor)."""
+
+    def matches(cmdline: bytes) -> bool:
+        if isinstance(run_file, str) and os.fsencode(run_file) not in cmdline:
+            return False
+        return any(marker in cmdline for marker in SUPERVISOR_MARKERS)
+
+    return isinstance(pid, int) and process_running(pid, matches)
 
 
 def orphaned_terraform(record: Mapping[str, Any]) -> int | None:
     """The pid of a run's Terraform (gate included) if it runs on while its supervisor is gone:
     its command line names the binary the run file records."""
     if record.get("state") in ("SUCCEEDED", "FAILED") or supervisor_running(
-        record.get("supervisor_pid")
+        record.get("supervisor_pid"), record.get("run_file")
     ):
         return None
     pid, binary = record.get("pid"), record.get("binary")
@@ -126,8 +132,10 @@ class Supervisor:
         binary: str,
         operation: str,
         timeout: float,
+        environment: str | None = None,
     ) -> None:
         self.run_file = run_file
+        self.environment = environment
         self.log_file = log_file
         self.workdir = workdir
         self.binary = binary
@@ -146,6 +154,8 @@ class Supervisor:
             self.run_file,
             {
                 "supervisor_pid": os.getpid(),
+                "run_file": str(self.run_file),
+                "environment": self.environment,
                 "operation": self.operation,
                 "binary": self.binary,
                 "deadline": self.wall_deadline,
@@ -249,9 +259,16 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
-    run_file, log_file, workdir, binary, operation, timeout = argv
+    run_file, log_file, workdir, binary, operation, timeout, *rest = argv
+    environment = rest[0] if rest else None  # recorded, so a lost state store finds the run
     return Supervisor(
-        Path(run_file), Path(log_file), Path(workdir), binary, operation, float(timeout)
+        Path(run_file),
+        Path(log_file),
+        Path(workdir),
+        binary,
+        operation,
+        float(timeout),
+        environment,
     ).run()
 
 

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,102 @@ async def test_a_wake_asked_while_a_pass_observes_is_never_lost(
     assert report.decision("web", "idle").action == "scale_up"
     assert await desired_count(seed_aws, stack) == 2
     assert h.status()["environments"]["web"]["wake_pending"] is False
+
+
+def without_services(answer: dict[str, Any]) -> dict[str, Any]:
+    """DescribeServices answering, well formed, about nothing: neither found nor missing."""
+    return {**answer, "services": [], "failures": []}
+
+
+async def test_a_service_an_answer_does_not_mention_is_unknown_never_missing(
+    make_controller: MakeController,
+    seed_aws: AwsClients,
+    fake_terraform: Path,
+    proxy: FaultProxy,
+) -> None:
+    (stack,) = await create_demo_stack(seed_aws, REGION)
+    terraform = f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
+    h: Harness = make_controller(
+        "version: 1\nenvironments:\n" + environment("web", stack, terraform)
+    )
+    await h.controller.reconcile_once()  # RUNNING, adopted
+    proxy.set(Fault("rewrite", "DescribeServices", rewrite=without_services))
+    h.clock.advance(timedelta(minutes=1))
+    report = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"web"})))
+    assert report.results["web"] == "error"
+    assert report.decision("web", "power").action == "none"  # not "missing, apply again"
+    assert "not mentioned" in report.summary("web")[1]
+    assert terraform_runs(fake_terraform) == []
+
+
+def partial(answer: dict[str, Any]) -> dict[str, Any]:
+    """The recent datapoints left out, and said so only by the status code."""
+    results = [
+        {**r, "Timestamps": [], "Values": [], "StatusCode": "PartialData"}
+        for r in answer["MetricDataResults"]
+    ]
+    return {**answer, "MetricDataResults": results}
+
+
+def endless(answer: dict[str, Any]) -> dict[str, Any]:
+    return {**answer, "NextToken": "more"}
+
+
+async def test_partial_metric_data_is_unknown_never_idle(
+    make_controller: MakeController, seed_aws: AwsClients, proxy: FaultProxy
+) -> None:
+    (stack,) = await create_demo_stack(seed_aws, REGION)
+    h: Harness = make_controller("version: 1\nenvironments:\n" + environment("web", stack))
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    proxy.set(Fault("rewrite", "GetMetricData", rewrite=partial))
+    report = await h.controller.reconcile_once()
+    assert report.decision("web", "idle").action == "none"
+    assert report.decision("web", "idle").unknown
+    assert await desired_count(seed_aws, stack) == 1
+
+
+async def test_an_endless_series_of_pages_fails_its_region_only(
+    make_controller: MakeController, seed_aws: AwsClients, proxy: FaultProxy
+) -> None:
+    (paris,) = await create_demo_stack(seed_aws, REGION, name="paris")
+    (dublin,) = await create_demo_stack(seed_aws, DUBLIN, name="dublin")
+    body = (
+        "version: 1\nenvironments:\n" + environment("paris", paris) + environment("dublin", dublin)
+    )
+    h: Harness = make_controller(body, pass_timeout="9s")
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    proxy.set(Fault("rewrite", "GetMetricData", region=DUBLIN, rewrite=endless))
+    report = await h.controller.reconcile_once()
+    assert report.results == {"paris": "success", "dublin": "error"}
+    assert report.decision("paris", "idle").action == "scale_to_zero"
+    assert proxy.injected[("rewrite", "GetMetricData")] <= 5  # pages are capped
+    assert await desired_count(seed_aws, dublin) == 1
+
+
+async def test_an_endless_state_store_scan_fails_the_pass_in_time_and_starts_nothing(
+    make_controller: MakeController, seed_aws: AwsClients, proxy: FaultProxy
+) -> None:
+    await seed_aws.call(
+        "dynamodb",
+        "CreateTable",
+        REGION,
+        TableName="infra-controller",
+        KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    (stack,) = await create_demo_stack(seed_aws, REGION)
+    body = "version: 1\nenvironments:\n" + environment("web", stack)
+    h: Harness = make_controller(body, state_store="dynamodb://infra-controller", pass_timeout="9s")
+
+    def more(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "LastEvaluatedKey": {"environment": {"S": "more"}}}
+
+    proxy.set(Fault("rewrite", "Scan", rewrite=more))
+    report = await asyncio.wait_for(h.controller.reconcile_once(), 9)  # never stuck
+    assert report.results == {"web": "error"}
+    reason = h.controller.ready()
+    assert reason is not None and reason.startswith("state store unreadable")
+    assert await desired_count(seed_aws, stack) == 1

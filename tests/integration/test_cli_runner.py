@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from controller.core.desired_state import TerraformSpec
 from controller.core.records import Operation, RunInfo
-from controller.logging_setup import configure_logging
 from reconcilers.terraform.cli_runner import CliRunner
 from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll
 from tests.conftest import fake_terraform_behaviour
@@ -31,21 +27,6 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    buffer = io.StringIO()
-    configure_logging("json", stream=buffer)
-    yield buffer
-    # leave logging as found: a later test configures it afresh
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def spec(workdir: Path, timeout: str = "5m", binary: str = "terraform") -> TerraformSpec:

@@ -45,6 +45,8 @@ class CodeBuildEmulator:
     endpoint: str
     starts: list[dict[str, Any]] = field(default_factory=list)
     statuses: dict[str, str] = field(default_factory=dict)  # build id -> buildStatus
+    # build id -> the statuses BatchGetBuilds lists it with (several: a contradictory answer)
+    duplicates: dict[str, list[str]] = field(default_factory=dict)
     by_token: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def build_ids(self) -> list[str]:
@@ -84,6 +86,8 @@ def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBui
                 if build["id"] in ids:
                     build["buildStatus"] = emulator.statuses.get(build["id"], "IN_PROGRESS")
                     builds.append(build)
+                    for status in emulator.duplicates.get(build["id"], []):
+                        builds.append({**build, "buildStatus": status})
         return builds
 
     monkeypatch.setattr(codebuild_responses.CodeBuildResponse, "start_build", start_build)
@@ -286,3 +290,68 @@ async def test_a_start_recorded_longer_ago_than_the_token_lives_is_found_never_r
         assert power(report) == ("ERROR", "none")
         assert "no run carries its token" in report.decision("staging", "power").reason
     assert len(codebuild.build_ids()) == (1 if started else 0)
+
+
+async def test_a_build_listed_twice_with_different_statuses_is_unknown(
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str
+) -> None:
+    h: Harness = make_controller(DESIRED)
+    await h.controller.reconcile_once()
+    (build,) = codebuild.build_ids()
+    codebuild.duplicates[build] = ["FAILED"]  # IN_PROGRESS and FAILED in one answer
+    report = await h.controller.reconcile_once()
+    assert power(report) == ("STARTING", "none")  # not ERROR: never a retry beside it
+    assert report.decision("staging", "power").unknown
+    assert len(codebuild.build_ids()) == 1
+
+
+async def start_build_elsewhere(action: str = "apply") -> None:
+    """A build started for staging by a controller whose state store is now lost."""
+    clients = AwsClients(REGION)
+    await clients.call(
+        "codebuild",
+        "StartBuild",
+        REGION,
+        projectName=PROJECT,
+        idempotencyToken="lost-token",
+        environmentVariablesOverride=[
+            {"name": "TF_ACTION", "value": action},
+            {"name": "TF_ENVIRONMENT", "value": "staging"},
+            {"name": "TF_RUN_TOKEN", "value": "lost-token"},
+        ],
+    )
+    await clients.close()
+
+
+async def test_a_build_in_flight_is_adopted_when_the_state_store_has_no_record_of_it(
+    make_controller: MakeController, codebuild: CodeBuildEmulator, project: str
+) -> None:
+    await start_build_elsewhere()
+    h: Harness = make_controller(DESIRED)  # an empty state store
+    report = await h.controller.reconcile_once()
+    assert power(report) == ("STARTING", "none")
+    assert len(codebuild.build_ids()) == 1  # followed, not started again
+    codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
+    assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
+
+
+async def test_no_run_starts_without_a_record_while_builds_cannot_be_listed(
+    make_controller: MakeController,
+    codebuild: CodeBuildEmulator,
+    project: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = FaultProxy(codebuild.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", await proxy.start())
+    try:
+        proxy.set(Fault("error500", "ListBuildsForProject"))
+        h: Harness = make_controller(DESIRED, max_attempts=1)
+        report = await h.controller.reconcile_once()
+        assert report.decision("staging", "power").action == "none"
+        assert report.decision("staging", "power").unknown
+        assert codebuild.starts == []
+        proxy.clear()
+        report = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
+        assert power(report) == ("STARTING", "terraform_apply")  # nothing in flight: now it may
+    finally:
+        await proxy.stop()

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import structlog
 
 from controller.core.aws import AwsClients
 from controller.desired.git_source import GitCredentials, GitSource, parse_git_location
 from controller.desired.source import SourceUnavailable
 from controller.engine.passes import PassRequest
 from controller.http_api import bound_port, start_http_server
-from controller.logging_setup import configure_logging
 from controller.sandbox.demo_stack import create_demo_stack
 from tests.conftest import REGION, Harness, MakeController
 from tests.git_helpers import GitHttpServer, Repo, git
@@ -42,14 +40,6 @@ def source_for(url: str, token: str | None = None) -> GitSource:
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     return Repo(tmp_path / "origin")
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    configure_logging("json", stream=buffer)
-    yield buffer
-    structlog.reset_defaults()
 
 
 async def test_each_commit_changes_what_the_controller_acts_on(

@@ -312,3 +312,18 @@ async def test_a_replayed_webhook_delivery_triggers_no_new_fetch_or_pass(
         stop.set()
         await asyncio.wait_for(loop_task, 10)
     assert controller.snapshot().passes_completed == 3
+
+
+async def test_wakes_and_reconciles_asked_during_shutdown_are_refused_not_lost(
+    api_factory: ApiFactory, stack: DemoStack
+) -> None:
+    api = await api_factory(desired(stack), api_token=TOKEN)
+    controller = api.h.controller
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(controller.run(stop))
+    await until(lambda: controller.snapshot().passes_completed >= 1)
+    stop.set()  # shutting down: the HTTP server still answers until the process exits
+    await asyncio.wait_for(loop_task, 10)
+    status, body = await api.post("/environments/demo/wake", token=TOKEN)
+    assert (status, body["error"].startswith("shutting down")) == (503, True)
+    assert (await api.post("/reconcile", token=TOKEN))[0] == 503

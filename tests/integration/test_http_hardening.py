@@ -10,18 +10,16 @@ import io
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 
 from controller.http_api import GUARD_KEY, bound_port, start_http_server
 from controller.http_guard import ConnectionGuard, raise_open_file_limit
-from controller.logging_setup import configure_logging
 from tests.conftest import MakeController
 from tests.waiting import until
 
@@ -29,6 +27,8 @@ pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
 SECRET = "hook-secret"
 PLAIN = "version: 1\nenvironments:\n  plain:\n    power: off\n"
+# a well-formed signature header: the body has to be read before it can be checked
+SIGNED = b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\n"
 
 
 @dataclass
@@ -72,18 +72,6 @@ async def start(make_controller: MakeController) -> AsyncIterator[StartServer]:
     yield make
     for runner in runners:
         await runner.cleanup()
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    buffer = io.StringIO()
-    configure_logging("json", stream=buffer)
-    yield buffer
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def status_of(answer: bytes) -> int:
@@ -156,7 +144,9 @@ async def test_at_the_connection_cap_the_oldest_idle_connections_make_room(
     server = await start(max_connections=100, header_timeout=60, body_timeout=60)
     # the oldest connection is inside a request (its body is slow): it is kept
     busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", server.port)
-    busy_writer.write(b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    busy_writer.write(
+        b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + SIGNED + b"\r\n{"
+    )
     await until(lambda: server.guard.requests_in_progress == 1)
     idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(300)]
     closed = [asyncio.create_task(closed_by_server(reader)) for reader, _ in idle]
@@ -183,7 +173,9 @@ async def test_a_body_slower_than_its_deadline_is_cut_off(start: StartServer) ->
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     started = loop.time()
-    writer.write(b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    writer.write(
+        b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + SIGNED + b"\r\n{"
+    )
     closed = asyncio.create_task(closed_by_server(reader))
     while not closed.done():  # a byte at a time: progress, but too slow
         writer.write(b" ")
@@ -260,3 +252,38 @@ async def test_every_log_line_of_a_hostile_exchange_is_one_json_object(
     assert "Traceback" in traceback["exception"]
     assert any(r["event"] == "git webhook received" for r in records)
     assert records[-1]["logger"] == "botocore.credentials"
+
+
+async def test_slow_webhook_bodies_never_lock_out_the_health_check(start: StartServer) -> None:
+    server = await start(max_connections=20)
+    slow = []
+    for _ in range(20):  # every connection inside a request, its body trickling
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n" + SIGNED + b"\r\n{"
+        )
+        slow.append(writer)
+    try:
+        for _ in range(3):
+            status, _ = await server.healthz()
+            assert status == 200
+    finally:
+        for writer in slow:
+            writer.close()
+
+
+async def test_a_webhook_without_a_well_formed_signature_is_refused_unread(
+    start: StartServer,
+) -> None:
+    server = await start()
+    for header in (b"", b"X-Hub-Signature-256: sha1=abc\r\n", b"X-Hub-Signature-256: x\r\n"):
+        # the body announced is never sent: the answer comes without reading it
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n" + header + b"\r\n"
+        )
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.close()
+        assert status_of(head) == 401

@@ -16,26 +16,20 @@ import pytest
 import structlog
 
 from controller.logging_setup import configure_logging
+from tests.conftest import logging_restored
 
 Configure = Callable[..., io.StringIO]  # configure(**configure_logging keywords) -> the stream
 
 
 @pytest.fixture
 def configure() -> Iterator[Configure]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-
     def make(**options: Any) -> io.StringIO:
         stream = io.StringIO()
         configure_logging("json", stream=stream, **options)
         return stream
 
-    yield make
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    logging.captureWarnings(False)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    with logging_restored():
+        yield make
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:

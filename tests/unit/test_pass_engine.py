@@ -8,6 +8,7 @@ the reporter and its metrics are the product's own.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -334,13 +335,22 @@ async def test_an_unreadable_record_stops_only_its_environment(tmp_path: Path) -
     assert policy.acted == ["a"]
 
 
-async def test_an_unreadable_store_stops_every_environment(tmp_path: Path) -> None:
-    (tmp_path / "state.json").write_text("{not json")
+async def test_a_store_whose_medium_fails_stops_every_environment(tmp_path: Path) -> None:
+    os.mkdir(tmp_path / "state.json")  # reading it fails, as a disk or a mount would
     policy = Scripted("p", action="act")
     r = rig(tmp_path, policy)
     outcomes = await r.run(desired("a", "b"))
     assert {o.result for o in outcomes.values()} == {"error"}
     assert policy.seen == []
-    (tmp_path / "state.json").write_text("{}")  # repaired: the next due pass acts again
+    os.rmdir(tmp_path / "state.json")  # back: the next due pass acts again
     r.clock.advance(60)
     assert {o.result for o in (await r.run(desired("a", "b"))).values()} == {"success"}
+
+
+async def test_garbage_in_the_store_is_set_aside_and_the_pass_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("{not json")
+    policy = Scripted("p", action="act")
+    outcomes = await rig(tmp_path, policy).run(desired("a", "b"))
+    assert {o.result for o in outcomes.values()} == {"success"}
+    (aside,) = [p for p in os.listdir(tmp_path) if p.startswith("state.json.unreadable-")]
+    assert (tmp_path / aside).read_text() == "{not json"
