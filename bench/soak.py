@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -115,6 +116,18 @@ async def build_world(seed: AwsClients, work: Path) -> tuple[dict[str, DemoStack
     return stacks, powered
 
 
+def no_services(answer: dict[str, Any]) -> dict[str, Any]:
+    return {**answer, "services": [], "failures": []}
+
+
+def partial_data(answer: dict[str, Any]) -> dict[str, Any]:
+    results = [
+        {**r, "Timestamps": [], "Values": [], "StatusCode": "PartialData"}
+        for r in answer.get("MetricDataResults", [])
+    ]
+    return {**answer, "MetricDataResults": results}
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -166,7 +179,12 @@ async def soak(args: argparse.Namespace) -> None:
         rss_before = rss_mb()
         # each kind in turn gets its chance: together, `fault_rate` of the requests fail
         rate = 1 - (1 - args.fault_rate) ** (1 / len(FAULT_KINDS))
-        proxy.set(*(Fault(kind, rate=rate, region=FAULTY, delay=0.2) for kind in FAULT_KINDS))
+        proxy.set(
+            *(Fault(kind, rate=rate, region=FAULTY, delay=0.2) for kind in FAULT_KINDS),
+            # answers that parse but say something else
+            Fault("rewrite", "DescribeServices", rate, region=FAULTY, rewrite=no_services),
+            Fault("rewrite", "GetMetricData", rate, region=FAULTY, rewrite=partial_data),
+        )
         began = time.perf_counter()
         for index in range(args.passes):
             clock.advance(STEP)

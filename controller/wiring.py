@@ -61,14 +61,16 @@ def open_source(location: str, settings: Settings) -> DesiredStateSource:
     )
 
 
-def _observers(aws: AwsClients) -> list[Observer]:
-    return [ServiceObserver(aws)]
+def _observers(settings: Settings, aws: AwsClients) -> list[Observer]:
+    # a region's service reads get a quarter of the pass: a slow region fails alone, in time
+    return [ServiceObserver(aws, region_budget=settings.effective_pass_timeout.total_seconds() / 4)]
 
 
 def _reconcilers(
     settings: Settings, aws: AwsClients, memory: StateMemory, idle: IdleTuning
 ) -> list[AnyReconciler]:
-    # a region's metric reads get a third of the pass: a slow region fails alone, in time
+    # a region's metric reads get 30 % of the pass: with the service reads (25 %), within the
+    # 60 % observing may take, so a slow region fails alone and in time
     """The policies, in the order they decide for each environment: power first, so that the
     idle policy sees the power state of the same pass."""
     runners: dict[str, TerraformRunner] = {
@@ -81,7 +83,7 @@ def _reconcilers(
             aws,
             idle.metric_period,
             idle.lookback_margin,
-            region_budget=settings.effective_pass_timeout.total_seconds() / 3,
+            region_budget=settings.effective_pass_timeout.total_seconds() * 0.3,
         ),
     ]
 
@@ -104,9 +106,9 @@ def build_controller(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     metrics = ControllerMetrics()
-    # one call, retries included, takes at most a third of the pass: a hanging group of calls
-    # fails its own environments and leaves time for the others
-    call_timeout = min(20.0, settings.effective_pass_timeout.total_seconds() / 3)
+    # one call, retries included, takes at most a fifth of the pass, less than a region's
+    # budget: a hanging cluster fails its own environments, not its region's
+    call_timeout = min(20.0, settings.effective_pass_timeout.total_seconds() / 5)
     aws = AwsClients(
         settings.aws_region,
         metrics.count_aws_call,
@@ -117,7 +119,7 @@ def build_controller(
     memory = StateMemory(store or open_state_store(settings.state_store, aws))
     reporter = Reporter(metrics, ServiceMetricsPublisher(aws, settings.cloudwatch_namespace))
     engine = PassEngine(
-        _observers(aws),
+        _observers(settings, aws),
         _reconcilers(settings, aws, memory, idle or IdleTuning()),
         memory,
         reporter,

@@ -77,8 +77,9 @@ class _Seen:
 class ServiceObserver:
     name = "service"
 
-    def __init__(self, aws: AwsClients) -> None:
+    def __init__(self, aws: AwsClients, region_budget: float = 15.0) -> None:
         self._aws = aws
+        self.region_budget = region_budget  # seconds for one region's reads
         self._dns_names: dict[str, str] = {}  # load balancer ARN -> DNS name
 
     async def observe(
@@ -90,7 +91,10 @@ class ServiceObserver:
                 by_region[context.region].append(context)
         seen = {c.name: _Seen() for c in contexts if c.spec.service is not None}
         await asyncio.gather(
-            *(self._observe_region(region, group, seen) for region, group in by_region.items())
+            *(
+                self._observe_region_in_time(region, group, seen)
+                for region, group in by_region.items()
+            )
         )
         facts: dict[str, EnvironmentFacts] = {}
         for context in contexts:
@@ -110,6 +114,23 @@ class ServiceObserver:
         if context.spec.service is None:
             return context.facts
         return replace(context.facts, service=None, service_error=reason, endpoint=None)
+
+    async def _observe_region_in_time(
+        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen]
+    ) -> None:
+        """One region's reads, bounded on their own: a slow region never holds back another.
+        What it read completely stands; the rest of it is unknown."""
+        try:
+            async with asyncio.timeout(self.region_budget):
+                await self._observe_region(region, contexts, seen)
+        except TimeoutError:
+            late = f"{region} not read within {self.region_budget:g}s"
+            for context in contexts:
+                s = seen[context.name]
+                if s.service is None and s.error is None:
+                    s.error = late
+                elif s.error is None and s.load_balancer_error is None:
+                    s.load_balancer_error = late
 
     async def _observe_region(
         self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen]

@@ -83,6 +83,19 @@ async def seed_aws(aws_env: LocalAws) -> AsyncIterator[AwsClients]:
     await clients.close()
 
 
+async def create_state_table(aws: AwsClients, table: str = "infra-controller") -> None:
+    """The DynamoDB table of a `dynamodb://` state store, as the README creates it."""
+    await aws.call(
+        "dynamodb",
+        "CreateTable",
+        REGION,
+        TableName=table,
+        KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 def write_desired_state(path: Path, body: str) -> Path:
     path.write_text(textwrap.dedent(body))
     return path

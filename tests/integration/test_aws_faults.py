@@ -16,7 +16,7 @@ from controller.core.aws import AwsClients
 from controller.engine.passes import PassRequest
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import LocalAws
-from tests.conftest import REGION, Harness, MakeController
+from tests.conftest import REGION, Harness, MakeController, create_state_table
 from tests.fault_proxy import Fault, FaultKind, FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -42,6 +42,13 @@ def environment(name: str, stack: DemoStack, extra: str = "", wake: str = "manua
     )
 
 
+async def powered_web(seed_aws: AwsClients, workdir: Path) -> str:
+    """A document with one environment: a service, and Terraform (cli runner) to power it."""
+    (stack,) = await create_demo_stack(seed_aws, REGION)
+    terraform = f"    terraform: {{runner: cli, workdir: {workdir}}}\n"
+    return "version: 1\nenvironments:\n" + environment("web", stack, terraform)
+
+
 async def desired_count(aws: AwsClients, stack: DemoStack) -> int:
     answer = await aws.call(
         "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
@@ -64,11 +71,7 @@ async def test_an_html_page_with_status_200_never_starts_terraform(
     fake_terraform: Path,
     proxy: FaultProxy,
 ) -> None:
-    (stack,) = await create_demo_stack(seed_aws, REGION)
-    terraform = f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
-    h: Harness = make_controller(
-        "version: 1\nenvironments:\n" + environment("web", stack, terraform)
-    )
+    h: Harness = make_controller(await powered_web(seed_aws, fake_terraform))
     first = await h.controller.reconcile_once()
     assert first.environments["web"].facts.power_state == "RUNNING"  # adopted, no run
     proxy.set(Fault("html200", "DescribeServices"))
@@ -117,7 +120,7 @@ async def test_a_hang_in_one_cluster_does_not_hold_back_another(
     (slow,) = await create_demo_stack(seed_aws, REGION, name="slow")
     (idle,) = await create_demo_stack(seed_aws, REGION, name="idle")
     body = "version: 1\nenvironments:\n" + environment("slow", slow) + environment("idle", idle)
-    # a 9 s pass allows each call 3 s: the hanging cluster costs one call, not the pass
+    # a 9 s pass gives a call 1.8 s and a region 2.25 s: the hanging cluster costs one call
     h: Harness = make_controller(body, pass_timeout="9s")
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(minutes=6))
@@ -182,11 +185,7 @@ async def test_a_service_an_answer_does_not_mention_is_unknown_never_missing(
     fake_terraform: Path,
     proxy: FaultProxy,
 ) -> None:
-    (stack,) = await create_demo_stack(seed_aws, REGION)
-    terraform = f"    terraform: {{runner: cli, workdir: {fake_terraform}}}\n"
-    h: Harness = make_controller(
-        "version: 1\nenvironments:\n" + environment("web", stack, terraform)
-    )
+    h: Harness = make_controller(await powered_web(seed_aws, fake_terraform))
     await h.controller.reconcile_once()  # RUNNING, adopted
     proxy.set(Fault("rewrite", "DescribeServices", rewrite=without_services))
     h.clock.advance(timedelta(minutes=1))
@@ -246,15 +245,7 @@ async def test_an_endless_series_of_pages_fails_its_region_only(
 async def test_an_endless_state_store_scan_fails_the_pass_in_time_and_starts_nothing(
     make_controller: MakeController, seed_aws: AwsClients, proxy: FaultProxy
 ) -> None:
-    await seed_aws.call(
-        "dynamodb",
-        "CreateTable",
-        REGION,
-        TableName="infra-controller",
-        KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    await create_state_table(seed_aws)
     (stack,) = await create_demo_stack(seed_aws, REGION)
     body = "version: 1\nenvironments:\n" + environment("web", stack)
     h: Harness = make_controller(body, state_store="dynamodb://infra-controller", pass_timeout="9s")
@@ -268,3 +259,35 @@ async def test_an_endless_state_store_scan_fails_the_pass_in_time_and_starts_not
     reason = h.controller.ready()
     assert reason is not None and reason.startswith("state store unreadable")
     assert await desired_count(seed_aws, stack) == 1
+
+
+SLOW_REGION = {
+    "services hang": [Fault("hang", "DescribeServices", region=DUBLIN)],
+    "target groups hang": [Fault("hang", "DescribeTargetGroups", region=DUBLIN)],
+    # each call in time, together too slow: what a soak under faults ran into
+    "everything slow": [
+        Fault("delay", "DescribeServices", region=DUBLIN, delay=1.5),
+        Fault("delay", "DescribeTargetGroups", region=DUBLIN, delay=1.5),
+        Fault("hang", "GetMetricData", region=DUBLIN),
+    ],
+}
+
+
+@pytest.mark.parametrize("faults", list(SLOW_REGION.values()), ids=list(SLOW_REGION))
+async def test_a_slow_region_does_not_hold_back_another(
+    make_controller: MakeController, seed_aws: AwsClients, proxy: FaultProxy, faults: list[Fault]
+) -> None:
+    (paris,) = await create_demo_stack(seed_aws, REGION, name="paris")
+    (dublin,) = await create_demo_stack(seed_aws, DUBLIN, name="dublin")
+    body = (
+        "version: 1\nenvironments:\n" + environment("paris", paris) + environment("dublin", dublin)
+    )
+    h: Harness = make_controller(body, pass_timeout="9s")
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    proxy.set(*faults)
+    report = await h.controller.reconcile_once()
+    assert report.results == {"paris": "success", "dublin": "error"}
+    assert report.decision("paris", "idle").action == "scale_to_zero"
+    proxy.clear()  # the checks below go through the proxy too
+    assert await desired_count(seed_aws, dublin) == 1

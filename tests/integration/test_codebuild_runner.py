@@ -8,7 +8,7 @@ code is untouched: it reaches this emulator through `AWS_ENDPOINT_URL_CODEBUILD`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,6 +98,17 @@ def codebuild(monkeypatch: pytest.MonkeyPatch, aws_env: Any) -> Iterator[CodeBui
     monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", emulator.endpoint)
     yield emulator
     server.stop()
+
+
+@pytest.fixture
+async def proxy(
+    codebuild: CodeBuildEmulator, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[FaultProxy]:
+    """The controllers made after this fixture reach CodeBuild through a fault proxy."""
+    fault_proxy = FaultProxy(codebuild.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", await fault_proxy.start())
+    yield fault_proxy
+    await fault_proxy.stop()
 
 
 @pytest.fixture
@@ -227,27 +238,22 @@ async def test_a_start_whose_answer_is_lost_is_confirmed_by_its_token_never_star
     make_controller: MakeController,
     codebuild: CodeBuildEmulator,
     project: str,
-    monkeypatch: pytest.MonkeyPatch,
+    proxy: FaultProxy,
 ) -> None:
-    proxy = FaultProxy(codebuild.endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", await proxy.start())
-    try:
-        # CodeBuild creates the build, then its answer arrives cut short
-        proxy.set(Fault("truncate", "StartBuild", times=1))
-        h: Harness = make_controller(DESIRED, max_attempts=1)
-        first = await h.controller.reconcile_once()
-        assert power(first) == ("STARTING", "terraform_apply")
-        assert h.status()["environments"]["staging"]["current_run"]["run_id"] is None
-        second = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
-        assert power(second) == ("STARTING", "none")
-        assert len(codebuild.build_ids()) == 1  # the same token found the same build
-        assert [s["idempotencyToken"] for s in codebuild.starts] == [
-            codebuild.starts[0]["idempotencyToken"]
-        ] * 2
-        codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
-        assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
-    finally:
-        await proxy.stop()
+    # CodeBuild creates the build, then its answer arrives cut short
+    proxy.set(Fault("truncate", "StartBuild", times=1))
+    h: Harness = make_controller(DESIRED, max_attempts=1)
+    first = await h.controller.reconcile_once()
+    assert power(first) == ("STARTING", "terraform_apply")
+    assert h.status()["environments"]["staging"]["current_run"]["run_id"] is None
+    second = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
+    assert power(second) == ("STARTING", "none")
+    assert len(codebuild.build_ids()) == 1  # the same token found the same build
+    assert [s["idempotencyToken"] for s in codebuild.starts] == [
+        codebuild.starts[0]["idempotencyToken"]
+    ] * 2
+    codebuild.statuses[codebuild.build_ids()[0]] = "SUCCEEDED"
+    assert power(await h.controller.reconcile_once()) == ("RUNNING", "none")
 
 
 @pytest.mark.parametrize("started", [True, False])
@@ -339,19 +345,14 @@ async def test_no_run_starts_without_a_record_while_builds_cannot_be_listed(
     make_controller: MakeController,
     codebuild: CodeBuildEmulator,
     project: str,
-    monkeypatch: pytest.MonkeyPatch,
+    proxy: FaultProxy,
 ) -> None:
-    proxy = FaultProxy(codebuild.endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_CODEBUILD", await proxy.start())
-    try:
-        proxy.set(Fault("error500", "ListBuildsForProject"))
-        h: Harness = make_controller(DESIRED, max_attempts=1)
-        report = await h.controller.reconcile_once()
-        assert report.decision("staging", "power").action == "none"
-        assert report.decision("staging", "power").unknown
-        assert codebuild.starts == []
-        proxy.clear()
-        report = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
-        assert power(report) == ("STARTING", "terraform_apply")  # nothing in flight: now it may
-    finally:
-        await proxy.stop()
+    proxy.set(Fault("error500", "ListBuildsForProject"))
+    h: Harness = make_controller(DESIRED, max_attempts=1)
+    report = await h.controller.reconcile_once()
+    assert report.decision("staging", "power").action == "none"
+    assert report.decision("staging", "power").unknown
+    assert codebuild.starts == []
+    proxy.clear()
+    report = await h.controller.reconcile_once(PassRequest(due_now=frozenset({"staging"})))
+    assert power(report) == ("STARTING", "terraform_apply")  # nothing in flight: now it may

@@ -25,7 +25,7 @@ from controller.core.state_store import (
     StoreConflict,
     open_state_store,
 )
-from tests.conftest import REGION, Harness, MakeController
+from tests.conftest import REGION, Harness, MakeController, create_state_table
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -43,15 +43,7 @@ RECORD = EnvironmentRecord(
 
 
 async def _dynamodb_store(seed_aws: AwsClients) -> DynamoDbStateStore:
-    await seed_aws.call(
-        "dynamodb",
-        "CreateTable",
-        REGION,
-        TableName="infra-controller",
-        KeySchema=[{"AttributeName": "environment", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "environment", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    await create_state_table(seed_aws)
     return DynamoDbStateStore(seed_aws, "infra-controller", REGION)
 
 
