@@ -9,15 +9,39 @@ STAMP := $(VENV)/.installed
 
 .PHONY: sandbox test lint typecheck check bench clean
 
+# uv when it is on the machine (much faster), pip otherwise; `make UV=` forces pip
+UV ?= $(shell command -v uv 2>/dev/null)
+EXTRAS := .[dev,sandbox]
+# ARGS go to the sandbox: make sandbox ARGS="--http-addr 127.0.0.1:9090"
+ARGS ?=
+
+# One line per step and the time taken; each tool's own output (setuptools' warnings included)
+# goes to a log that is shown only if the step fails.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,sandbox]'
-	@touch $(STAMP)
+	@set -e; started=$$(date +%s); log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	step() { \
+		echo "$$1"; shift; \
+		"$$@" >"$$log" 2>&1 || { cat "$$log" >&2; echo "failed: $$*" >&2; return 1; }; \
+	}; \
+	python=$$(command -v $(PYTHON)); \
+	if [ -n "$(UV)" ] && step "creating $(VENV) with uv ($$python)" \
+			sh -c 'test -x "$$2/bin/python" || "$$1" venv --quiet --python "$$3" "$$2"' \
+			_ "$(UV)" "$(VENV)" "$$python" && \
+		step "installing the project with its dev and sandbox extras (uv)" \
+			"$(UV)" pip install --quiet --python $(BIN)/python -e '$(EXTRAS)'; then :; \
+	else \
+		if [ -n "$(UV)" ]; then echo "uv failed (above): installing with pip instead"; fi; \
+		step "creating $(VENV) ($$python)" "$$python" -m venv $(VENV); \
+		step "updating pip" $(BIN)/python -m pip install --quiet --upgrade pip; \
+		step "installing the project with its dev and sandbox extras (pip: a minute or two)" \
+			$(BIN)/python -m pip install --quiet -e '$(EXTRAS)'; \
+	fi; \
+	touch $(STAMP); \
+	echo "$(VENV) ready in $$(( $$(date +%s) - started )) s"
 
 sandbox: $(STAMP)
-	$(BIN)/infra-controller sandbox
+	$(BIN)/infra-controller sandbox $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

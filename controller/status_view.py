@@ -40,7 +40,7 @@ def seed_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
     return {
         "status": detail["power"],
         "endpoint": detail["endpoint"],
-        "lastUpdate": detail["power_detail"]["changed_at"] or detail["last_update"],
+        "lastUpdate": detail["power_detail"]["changed_at"] or detail["last_reconciled_at"],
         **detail,
     }
 
@@ -66,27 +66,34 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
         "last_action": dict(env.last_action) if env.last_action else None,
         "conditions": _conditions(env),
         "endpoint": env.facts.endpoint,
-        "last_update": utc_iso(env.last_update),
+        "last_reconciled_at": utc_iso(env.last_update),
         "wake_pending": env.wake_pending,
     }
 
 
 def _service(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any] | None:
+    """The service as the last pass observed it: present (with its counts), absent (the cloud
+    reports it gone), or unknown (the read failed: `error` says why)."""
     if env.spec.service is None:
         return None
     service, idle = env.facts.service, env.record.idle
+    present = service is not None and service.exists
     last_request = env.facts.last_request_at or idle.last_request_at
     return {
         "cluster": env.spec.service.cluster,
         "name": env.spec.service.name,
-        "desired": service.desired_count if service else None,
-        "running": service.running_count if service else None,
-        "active": service.awake if service else None,
+        "observed": "unknown" if service is None else ("present" if present else "absent"),
+        "error": env.facts.service_error,
+        "desired": service.desired_count if service and present else None,
+        "running": service.running_count if service and present else None,
+        "active": (service.awake and present) if service else None,
+        # the latest moment a request may have come can lie in the current minute: never < 0
         "seconds_since_last_request": (
-            round((now - last_request).total_seconds()) if last_request else None
+            max(0, round((now - last_request).total_seconds())) if last_request else None
         ),
         "awake_since": utc_iso(idle.awake_since),
         "asleep_since": utc_iso(idle.asleep_since),
+        "observed_at": utc_iso(env.last_update),
     }
 
 
@@ -103,6 +110,9 @@ def _power(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
             "logs_url": run.logs_url,
             "started_at": utc_iso(run.started_at),
             "estimated_seconds_left": max(0, round(left.total_seconds())),
+            # the median of this environment's last runs of that operation, once there are
+            # some; until then the earlier system's figure (15 min apply, 10 min destroy)
+            "estimate_from": "past runs" if record.has_history(run.operation) else "default",
         }
     decision = dict(env.decisions).get("power")
     return {

@@ -96,9 +96,11 @@ def build_controller(
     store: StateStore | None = None,
     idle: IdleTuning | None = None,
     aws_max_attempts: int = 5,
+    aws_connect_timeout: float = 5.0,
     rng: random.Random | None = None,
 ) -> Controller:
     """A controller for `settings`; the keyword arguments replace one part (tests, sandbox).
+    A one-shot command passes fewer attempts and a shorter connect timeout: it fails fast.
 
     Raises ValueError for a malformed desired-state location and StateStoreError for a
     malformed state store URL.
@@ -115,6 +117,7 @@ def build_controller(
         max_attempts=aws_max_attempts,
         read_timeout=min(10.0, call_timeout),
         call_timeout=call_timeout,
+        connect_timeout=aws_connect_timeout,
     )
     memory = StateMemory(store or open_state_store(settings.state_store, aws))
     reporter = Reporter(metrics, ServiceMetricsPublisher(aws, settings.cloudwatch_namespace))

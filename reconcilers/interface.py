@@ -129,6 +129,13 @@ class Decision(Effects):
         return self.action != "none"
 
 
+def suspended(would: Decision) -> str:
+    """The reason a suspended environment reports: what the policy would have done, and why."""
+    if would.changes_aws:
+        return f"suspended: would {would.action} ({would.reason})"
+    return f"suspended: observing only ({would.reason})"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ActOutcome(Effects):
     performed: bool = True  # the change was made (False: refused, e.g. a run that cannot start)

@@ -118,6 +118,7 @@ class AwsClients:
         max_attempts: int = 5,
         read_timeout: float = 10.0,
         call_timeout: float = 20.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         self._count = count
         # one call, retries included, never takes longer: a hang fails that call's group only
@@ -132,7 +133,7 @@ class AwsClients:
         )
         self._config = AioConfig(
             retries={"mode": "adaptive", "max_attempts": max_attempts},
-            connect_timeout=5,
+            connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=20,
         )

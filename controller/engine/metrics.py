@@ -125,9 +125,15 @@ class ControllerMetrics:
     def count_aws_call(self, service: str, operation: str, outcome: str) -> None:
         self.aws_api_calls_total.labels(service, operation, outcome).inc()
 
-    def set_power_state(self, environment: str, state: str) -> None:
+    def set_power_state(self, environment: str, state: str | None) -> None:
         for candidate in POWER_STATES:
             self.power_state.labels(environment, candidate).set(1 if candidate == state else 0)
+
+    def forget_service(self, environment: str) -> None:
+        """Drop an environment's service series (its state is unknown)."""
+        for gauge in (self.service_desired_count, self.service_running_count, self.service_active):
+            with contextlib.suppress(KeyError):
+                gauge.remove(environment)
 
     def forget_environment(self, environment: str) -> None:
         """Drop the per-environment series of an environment that left the desired state."""

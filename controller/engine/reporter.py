@@ -95,6 +95,8 @@ class Reporter:
         action, reason = summarise(decisions)
         detail: dict[str, Any] = {}
         for reconciler, decision in decisions:
+            if (decision.action, decision.reason) == (action, reason):
+                continue  # the environment's own action and reason: said once, above
             detail[f"{reconciler}_action"] = decision.action
             detail[f"{reconciler}_reason"] = decision.reason
         log.info(
@@ -103,7 +105,9 @@ class Reporter:
             reason=reason,
             power_state=facts.power_state,
             **detail,
-            observed_desired_count=facts.service.desired_count if facts.service else None,
+            observed_desired_count=(
+                facts.service.desired_count if facts.service and facts.service.exists else None
+            ),
             dry_run=dry_run,
         )
 
@@ -141,12 +145,20 @@ class Reporter:
             )
 
     def facts(self, name: str, facts: EnvironmentFacts, now: datetime) -> None:
-        if facts.power_state is not None:
-            self.metrics.set_power_state(name, facts.power_state)
-        if facts.service is not None:
-            self.metrics.service_desired_count.labels(name).set(facts.service.desired_count)
-            self.metrics.service_running_count.labels(name).set(facts.service.running_count)
-            self.metrics.service_active.labels(name).set(1 if facts.service.awake else 0)
+        # unknown in this pass: no state is 1 (rather than a stale one)
+        self.metrics.set_power_state(name, facts.power_state)
+        service = facts.service
+        if service is None:  # unknown in this pass: no figure rather than a stale one
+            self.metrics.forget_service(name)
+        else:
+            present = service.exists
+            self.metrics.service_desired_count.labels(name).set(
+                service.desired_count if present else 0
+            )
+            self.metrics.service_running_count.labels(name).set(
+                service.running_count if present else 0
+            )
+            self.metrics.service_active.labels(name).set(1 if present and service.awake else 0)
         if facts.last_request_at is not None:
             self.metrics.seconds_since_last_request.labels(name).set(
                 max(0.0, (now - facts.last_request_at).total_seconds())

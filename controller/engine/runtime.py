@@ -57,12 +57,6 @@ class EnvironmentRuntime:
         return delay
 
     def merge_facts(self, facts: EnvironmentFacts) -> None:
-        """Keep the last known service and endpoint when this pass could not read them."""
-        known = self.facts
-        self.facts = replace(
-            facts,
-            service=facts.service or known.service,
-            endpoint=facts.endpoint or known.endpoint,
-            power_state=facts.power_state or known.power_state,
-            last_request_at=facts.last_request_at or known.last_request_at,
-        )
+        """What this pass observed, unknown included: only the load balancer's address, which
+        never changes, is kept from before when this pass could not read it."""
+        self.facts = replace(facts, endpoint=facts.endpoint or self.facts.endpoint)

@@ -11,13 +11,19 @@ import asyncio
 import importlib.util
 import json
 import os
+import secrets
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
+from pydantic import SecretStr, ValidationError
 
 from controller.core.aws import AwsClients
 from controller.core.clock import SystemClock
@@ -32,6 +38,7 @@ from controller.wiring import IdleTuning, build_controller
 
 log = structlog.get_logger("infra_controller.sandbox")
 
+EXIT_OK, EXIT_INVALID = 0, 2
 REGION = "eu-west-3"
 DEMO_DESIRED_STATE = """\
 # The sandbox's desired state: one environment, with demo durations (a real one would idle
@@ -88,51 +95,124 @@ def emulator_installed() -> bool:
     return importlib.util.find_spec("moto") is not None
 
 
+@dataclass(frozen=True)
+class SandboxConfig:
+    settings: Settings
+    token_generated: bool  # True: made for this run, so printed; False: the user's, never printed
+
+
+def sandbox_settings(args: argparse.Namespace, workdir: Path) -> SandboxConfig:
+    """The controller's settings: the sandbox's own files and demo interval; the rest as `run`
+    reads it (a flag, else its CONTROLLER_* variable, else the default). Raises
+    ValidationError for an invalid flag or variable."""
+    flags = {
+        key: value
+        for key in ("http_addr", "log_format")
+        if (value := getattr(args, key, None)) is not None
+    }
+    fixed: dict[str, Any] = {
+        "desired_state": str(workdir / "desired_state.yaml"),
+        "state_store": f"file://{workdir / 'state.json'}",
+        "runs_dir": str(workdir / "runs"),
+        "interval": "5s",  # validated from text, like a flag
+        "aws_region": REGION,
+    }
+    settings = Settings(**fixed, **flags)
+    if settings.api_token is not None:
+        return SandboxConfig(settings, token_generated=False)
+    # without a token the API refuses every POST: the sandbox makes one so `wake` can be tried
+    while (token := secrets.token_urlsafe(24)).startswith("-"):
+        pass  # `--token -x...` would read as an option
+    return SandboxConfig(Settings(**fixed, **flags, api_token=SecretStr(token)), True)
+
+
+def _listen_error(addr: str, exc: OSError) -> str:
+    reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else str(exc)
+    return (
+        f"infra-controller: cannot listen on {addr}: {reason}; choose another address with "
+        '--http-addr HOST:PORT or CONTROLLER_HTTP_ADDR (make sandbox ARGS="--http-addr '
+        '127.0.0.1:9090")'
+    )
+
+
+async def _can_listen(host: str, port: int) -> OSError | None:
+    """Bound and released at once, before the emulator starts: a busy port fails in a second
+    with one line, not after the whole demo has been set up (the real bind still checks)."""
+    try:
+        server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
+    except OSError as exc:
+        return exc
+    server.close()
+    await server.wait_closed()
+    return None
+
+
 async def run_sandbox(args: argparse.Namespace) -> int:
     if not emulator_installed():
         print(MISSING_EMULATOR, file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     workdir = await asyncio.to_thread(_prepare_workdir, args.workdir)
-    configure_logging(args.log_format or "console")
+    try:
+        return await _run_in(args, workdir)
+    finally:
+        if args.workdir is None:  # a temp dir of ours: nothing in it outlives the emulator
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
+    try:
+        config = sandbox_settings(args, workdir)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"infra-controller: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        return EXIT_INVALID
+    settings = config.settings
+    if (problem := await _can_listen(settings.http_host, settings.http_port)) is not None:
+        print(_listen_error(settings.http_addr, problem), file=sys.stderr)
+        return EXIT_INVALID
+    configure_logging(settings.log_format or "console")
+    # from the start: a Ctrl-C while the emulator starts still cleans up (after that step)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     emulator = LocalAws()
     log.info("starting the local AWS emulator", endpoint=emulator.endpoint)
-    await asyncio.to_thread(emulator.start)
-    os.environ.update(emulator.environ(REGION))
-    os.environ["PATH"] = f"{workdir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    simulator_aws = AwsClients(REGION)
     try:
-        (stack,) = await create_demo_stack(simulator_aws, REGION)
-        controller = await _demo_controller(args, workdir, stack)
+        await asyncio.to_thread(emulator.start)
+        os.environ.update(emulator.environ(REGION))
+        os.environ["PATH"] = f"{workdir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        simulator_aws = AwsClients(REGION)
         try:
-            await _serve(args, controller, workdir, emulator, simulator_aws, stack)
+            if stop.is_set():
+                return EXIT_OK
+            (stack,) = await create_demo_stack(simulator_aws, REGION)
+            if stop.is_set():
+                return EXIT_OK
+            controller = await _demo_controller(settings, workdir, stack)
+            try:
+                return await _serve(args, config, controller, emulator, simulator_aws, stack, stop)
+            finally:
+                await controller.close()
         finally:
-            await controller.close()
+            await simulator_aws.close()
     finally:
-        await simulator_aws.close()
         await asyncio.to_thread(emulator.stop)
-        log.info("sandbox stopped", workdir=str(workdir))
-    return 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        kept = {"workdir": str(workdir)} if args.workdir else {"removed": str(workdir)}
+        log.info("sandbox stopped", **kept)
 
 
-async def _demo_controller(args: argparse.Namespace, workdir: Path, stack: DemoStack) -> Controller:
-    desired_path = workdir / "desired_state.yaml"
+async def _demo_controller(settings: Settings, workdir: Path, stack: DemoStack) -> Controller:
     text = DEMO_DESIRED_STATE.format(
         region=REGION,
         cluster=stack.cluster,
         service=stack.service,
         terraform_workdir=workdir / "infra",
     )
-    await asyncio.to_thread(desired_path.write_text, text)
-    flags = {"log_format": args.log_format} if args.log_format else {}
-    settings = Settings(
-        desired_state=str(desired_path),
-        state_store=f"file://{workdir / 'state.json'}",
-        runs_dir=str(workdir / "runs"),
-        http_addr=args.http_addr or "127.0.0.1:8080",
-        interval="5s",  # validated from text, like a flag
-        aws_region=REGION,
-        **flags,
-    )
+    await asyncio.to_thread(Path(settings.desired_state).write_text, text)
     # demo resolution: 10 s metric buckets instead of the ALB's 60 s
     return build_controller(
         settings,
@@ -140,39 +220,104 @@ async def _demo_controller(args: argparse.Namespace, workdir: Path, stack: DemoS
     )
 
 
-async def _serve(
-    args: argparse.Namespace,
-    controller: Controller,
-    workdir: Path,
-    emulator: LocalAws,
-    simulator_aws: AwsClients,
-    stack: DemoStack,
+def cli_command() -> str:
+    """How to call this install's CLI from the directory the sandbox was started in."""
+    script = Path(sys.executable).parent / "infra-controller"
+    if not script.exists():  # run from a source tree (`python -m controller`)
+        return f"{shlex.quote(sys.executable)} -m controller"
+    on_path = shutil.which("infra-controller")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "infra-controller"
+    try:
+        return str(script.relative_to(Path.cwd()))  # `.venv/bin/infra-controller` from a clone
+    except ValueError:
+        return shlex.quote(str(script))
+
+
+def try_commands(url: str, token: str) -> dict[str, str]:
+    """What to try against the sandbox's API; `token` as it is to be typed in a shell."""
+    cli = cli_command()
+    return {
+        "try_status": f"{cli} status --url {url}",
+        "try_wake": f"{cli} wake demo --url {url} --token {token}",
+        "try_reconcile": f"{cli} reconcile demo --url {url} --token {token}",
+        "try_curl": (
+            f'curl -X POST -H "Authorization: Bearer {token}" {url}/environments/demo/wake'
+        ),
+    }
+
+
+def _url_host(host: str) -> str:
+    """The host a client on this machine reaches the server at."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+async def _announce_when_ready(
+    config: SandboxConfig, controller: Controller, url: str, emulator: LocalAws
 ) -> None:
-    settings = controller.settings
-    runner = await start_http_server(controller, settings.http_host, settings.http_port)
-    port = bound_port(runner)
+    """`sandbox ready` once the first pass has loaded the desired state: a `wake` from then on
+    finds the demo environment."""
+    # the controller publishes readiness in its snapshot; there is no event to await
+    while controller.ready() is not None:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    settings = config.settings
+    assert settings.api_token is not None
+    token = settings.api_token.get_secret_value()
+    commands = try_commands(url, token if config.token_generated else '"$CONTROLLER_API_TOKEN"')
     desired_path = settings.desired_state
     log.info(
         "sandbox ready",
         desired_state=desired_path,
-        metrics=f"http://{settings.http_host}:{port}/metrics",
-        status=f"http://{settings.http_host}:{port}/status",
+        metrics=f"{url}/metrics",
+        status=f"{url}/status",
         emulator=emulator.endpoint,
         story="traffic -> 30 s of silence -> scale to zero -> a request gets 503 -> wake",
         try_this=f"edit {desired_path}: power: off destroys the demo stack, power: on recreates it",
+        **({"api_token": token} if config.token_generated else {}),
+        **commands,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if config.token_generated:
+        origin = "made for this run (set CONTROLLER_API_TOKEN to choose your own)"
+        heading = f"The sandbox is ready. Its API token, {origin}:\n    {token}\n"
+    else:
+        heading = "The sandbox is ready. Its API token is the one in CONTROLLER_API_TOKEN.\n"
+    lines = "".join(f"    {command}\n" for command in commands.values())
+    print(f"\n{heading}Try, from another terminal:\n{lines}", flush=True)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    config: SandboxConfig,
+    controller: Controller,
+    emulator: LocalAws,
+    simulator_aws: AwsClients,
+    stack: DemoStack,
+    stop: asyncio.Event,
+) -> int:
+    settings = config.settings
+    try:
+        runner = await start_http_server(controller, settings.http_host, settings.http_port)
+    except OSError as exc:  # taken since the check at start
+        print(_listen_error(settings.http_addr, exc), file=sys.stderr)
+        return EXIT_INVALID
+    url = f"http://{_url_host(settings.http_host)}:{bound_port(runner)}"
     if args.duration:
-        loop.call_later(args.duration, stop.set)
-    simulator = asyncio.create_task(
-        run_simulator(simulator_aws, REGION, stack.cluster, stack.service, SystemClock())
-    )
+        asyncio.get_running_loop().call_later(args.duration, stop.set)
+    background = [
+        asyncio.create_task(
+            run_simulator(simulator_aws, REGION, stack.cluster, stack.service, SystemClock())
+        ),
+        asyncio.create_task(_announce_when_ready(config, controller, url, emulator)),
+    ]
     try:
         await controller.run(stop)
     finally:
-        simulator.cancel()
-        await asyncio.gather(simulator, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await runner.cleanup()
+    return EXIT_OK

@@ -4,6 +4,11 @@ Like a real ALB: a request to an awake service counts in `RequestCount` (LoadBal
 TargetGroup dimensions); a request while the service is at zero is answered 503 and counts only
 in `HTTPCode_ELB_503_Count` (LoadBalancer dimension). While the demo stack is powered off there
 is no ALB at all, and no visitor.
+
+While the service is at zero, visitors keep coming now and then, as real ones would: the
+controller may ignore a 503 (`suspend: true` observes only), and it reads 503s over a window of
+a few minutes only, so without a later visitor a service woken by nothing would stay asleep,
+and the visitors with it, for good.
 """
 
 from __future__ import annotations
@@ -63,9 +68,11 @@ async def simulate_visitors(
     busy_seconds: float = 20.0,
     tick_seconds: float = 5.0,
     rng: random.Random | None = None,
+    revisit_seconds: float = 30.0,
 ) -> None:
     """Cycle: a busy spell, silence until the controller scales the service to zero, then one
-    visitor who gets a 503 (the wake signal), then busy again once the service is back."""
+    visitor who gets a 503 (the wake signal), another every `revisit_seconds` while the service
+    stays at zero, then busy again once the service is back."""
     rng = rng or random.Random()
     powered_off_reported = False
     while True:
@@ -93,14 +100,27 @@ async def simulate_visitors(
         if await find_demo_stack(aws, region, cluster, service) != stack:
             continue  # powered off (or recreated) meanwhile
         await clock.sleep(tick_seconds * 2)
-        log.info("a visitor arrives while the service is at zero")
-        await send_requests(aws, stack, 1, clock.now())
-        log.info("traffic", requests=1, answered="503 (service asleep: the wake signal)")
+        await _visit_while_asleep(
+            aws, stack, clock, "a visitor arrives while the service is at zero"
+        )
+        waited = 0.0
         while await find_demo_stack(aws, region, cluster, service) == stack and not await _awake(
             aws, stack
         ):
             await clock.sleep(tick_seconds)
+            waited += tick_seconds
+            if waited >= revisit_seconds:
+                waited = 0.0
+                await _visit_while_asleep(aws, stack, clock, "another visitor tries the service")
         await clock.sleep(tick_seconds)
+
+
+async def _visit_while_asleep(aws: AwsClients, stack: DemoStack, clock: Clock, what: str) -> None:
+    log.info(what)
+    if await send_requests(aws, stack, 1, clock.now()):
+        log.info("traffic", requests=1, answered="200")  # woken meanwhile
+    else:
+        log.info("traffic", requests=1, answered="503 (service asleep: the wake signal)")
 
 
 async def run_simulator(

@@ -19,6 +19,7 @@ from reconcilers.interface import (
     Decision,
     EnvironmentContext,
     ServiceState,
+    suspended,
 )
 
 IdleAction = Literal["none", "scale_to_zero", "scale_up"]
@@ -116,7 +117,8 @@ def needs_activity(
     environment: Environment, service: ServiceState
 ) -> Literal["requests", "rejected", None]:
     """Which ALB metric `decide` will look at, so the observer reads only that one."""
-    if environment.idle is None or environment.suspend or environment.power == "off":
+    # a suspended environment still reads it: the status says what it would do
+    if environment.idle is None or environment.power == "off":
         return None
     if not service.exists:
         return None
@@ -128,7 +130,9 @@ def needs_activity(
 def decide(environment: Environment, observed: IdleObservation, now: datetime) -> IdleDecision:
     idle = environment.idle
     if environment.suspend:
-        return _none("suspended: observing only")
+        return _none(
+            suspended(decide(environment.model_copy(update={"suspend": False}), observed, now))
+        )
     if environment.power == "off":
         return _none("power is off: the idle policy does nothing", relevant=False)
     if idle is None or environment.service is None:

@@ -23,7 +23,7 @@ from controller.core.records import (
     PowerState,
     RunResult,
 )
-from reconcilers.interface import Condition, Decision, EnvironmentContext, Event
+from reconcilers.interface import Condition, Decision, EnvironmentContext, Event, suspended
 from reconcilers.terraform.runner import RunStatus
 
 PowerAction = Literal["none", "terraform_apply", "terraform_destroy"]
@@ -100,10 +100,13 @@ def _finish(record: PowerRecord, status: RunStatus, now: datetime) -> tuple[Powe
     return _with_state(updated, "ERROR", now), result
 
 
-def report_only_state(spec: Environment, service_exists: bool | None) -> PowerState:
-    """Without a terraform block, power is observed, never acted on."""
+def report_only_state(spec: Environment, service_exists: bool | None) -> PowerState | None:
+    """Without a terraform block, power is observed, never acted on: from the declared service
+    when there is one (None while its state is unknown), else from the desired state."""
     if service_exists is not None:
         return "RUNNING" if service_exists else "STOPPED"
+    if spec.service is not None:
+        return None
     return "RUNNING" if spec.power == "on" else "STOPPED"
 
 
@@ -191,7 +194,9 @@ def _converge(
     current = record.state
     if spec.suspend:
         state = current or report_only_state(spec, observed.service_exists)
-        return result("none", state, "suspended: observing only", guessed=current is None)
+        active = spec.model_copy(update={"suspend": False})
+        reason = suspended(_converge(active, observed, now, retry_now))
+        return result("none", state, reason, guessed=current is None)
     if observed.runs_unknown is not None:
         reason = f"no record, and {observed.runs_unknown}: no run started"
         return result("none", current, reason, unknown=True)

@@ -57,9 +57,11 @@ def log_terraform_line(line: str, last_progress_log: float) -> float:
             )
             return now
     elif kind in ("apply_complete", "apply_errored"):
+        # Terraform names these hooks "apply" in a destroy too: the run's operation is bound to
+        # every line, so the event says what happened to the resource, not which command
         emit = log.info if kind == "apply_complete" else log.error
         emit(
-            f"terraform {kind.replace('_', ' ')}",
+            "terraform resource done" if kind == "apply_complete" else "terraform resource failed",
             resource=resource,
             action=hook.get("action"),
             elapsed_seconds=hook.get("elapsed_seconds"),

@@ -80,7 +80,7 @@ async def test_successful_apply_runs_init_then_apply_with_the_automation_flags(
     summary = [e for e in events if e["event"] == "terraform change summary"]
     assert [(e["add"], e["remove"]) for e in summary] == [(1, 0), (1, 0)]
     assert all(e["environment"] == "staging" for e in summary)
-    assert any(e["event"] == "terraform apply complete" for e in events)
+    assert any(e["event"] == "terraform resource done" for e in events)
 
 
 async def test_tofu_destroy_uses_the_destroy_command(fake_terraform: Path, tmp_path: Path) -> None:

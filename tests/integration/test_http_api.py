@@ -154,6 +154,9 @@ async def test_environment_status_has_the_seed_shape(
     assert body["status"] == "RUNNING"
     assert body["endpoint"] == f"http://{stack.dns_name}"
     assert body["lastUpdate"].endswith("Z")
+    assert "last_update" not in body  # one name for one thing: the seed's, in the seed's view
+    _, everything = await api.get("/status")
+    assert "lastUpdate" not in everything["environments"]["demo"]
     assert (await api.get("/environments/nope/status"))[0] == 404
 
 

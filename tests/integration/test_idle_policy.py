@@ -133,9 +133,14 @@ async def test_suspended_or_powered_off_environment_is_never_scaled(
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(hours=1))
     report = await h.controller.reconcile_once()
-    assert report.decision("demo", "idle").action == "none"
+    decision = report.decision("demo", "idle")
+    assert decision.action == "none"
     assert await desired_count(seed_aws, stack) == 1
-    assert h.calls("GetMetricData") == 0  # nothing to decide: no metric is read (or paid for)
+    if extra == "suspend: true":
+        # observed as if acting, so the operator sees what would happen
+        assert decision.reason.startswith("suspended: would scale_to_zero (no requests for")
+    else:
+        assert h.calls("GetMetricData") == 0  # powered off: no metric is read (or paid for)
 
 
 async def test_dry_run_decides_and_logs_but_changes_nothing(

@@ -80,10 +80,18 @@ def observed(
     )
 
 
-def test_suspended_environment_does_nothing() -> None:
+def test_suspended_environment_does_nothing_and_says_what_it_would_do() -> None:
     decision = decide(env(suspend=True), observed(awake(), requests()), NOW)
     assert decision.action == "none"
-    assert "suspended" in decision.reason
+    assert decision.reason == ("suspended: would scale_to_zero (no requests for at least 15m)")
+
+
+def test_suspended_environment_with_nothing_to_do_says_it_is_only_observing() -> None:
+    decision = decide(
+        env(suspend=True), observed(awake(), requests((timedelta(minutes=3), 1))), NOW
+    )
+    assert decision.action == "none"
+    assert decision.reason == "suspended: observing only (last request 2m ago)"
 
 
 def test_power_off_environment_does_nothing_even_when_idle() -> None:
@@ -227,7 +235,8 @@ def test_observer_reads_only_the_metric_the_decision_needs() -> None:
     assert needs_activity(env(), ASLEEP) == "rejected"
     assert needs_activity(env(idle={"after": "5m", "wake": "manual"}), ASLEEP) is None
     assert needs_activity(env(power="off"), awake()) is None
-    assert needs_activity(env(suspend=True), awake()) is None
+    # a suspended environment still reads it, to say what it would do
+    assert needs_activity(env(suspend=True), awake()) == "requests"
     assert needs_activity(env(), ServiceState(status="MISSING")) is None
 
 

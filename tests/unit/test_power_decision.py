@@ -181,9 +181,16 @@ def test_unknown_run_status_starts_nothing_and_is_an_error() -> None:
     assert (decision.action, decision.state, decision.unknown) == ("none", "STARTING", True)
 
 
-def test_suspended_environment_starts_no_run() -> None:
+def test_suspended_environment_starts_no_run_and_says_which_it_would_start() -> None:
     decision = decide_power(env("off", suspend=True), obs(PowerRecord(state="RUNNING")), NOW)
     assert (decision.action, decision.state) == ("none", "RUNNING")
+    assert decision.reason.startswith("suspended: would terraform_destroy (")
+
+
+def test_suspended_environment_already_converged_says_it_is_only_observing() -> None:
+    decision = decide_power(env("on", suspend=True), obs(PowerRecord(state="RUNNING")), NOW)
+    assert decision.action == "none"
+    assert decision.reason.startswith("suspended: observing only (")
 
 
 def test_without_terraform_power_is_only_reported() -> None:
@@ -270,8 +277,11 @@ def test_an_unknown_service_keeps_the_recorded_state_untouched() -> None:
 
 
 def test_a_guessed_state_is_reported_but_never_recorded() -> None:
-    suspended = decide_power(env(suspend=True), obs(PowerRecord(), exists=None), NOW)
+    suspended = decide_power(env(suspend=True, service=False), obs(PowerRecord()), NOW)
     assert (suspended.state, suspended.power_record.state) == ("RUNNING", None)
+    # with a declared service whose state is unknown, nothing is guessed: unknown
+    blind = decide_power(env(suspend=True), obs(PowerRecord(), exists=None), NOW)
+    assert (blind.state, blind.power_record.state) == (None, None)
     plain = Environment.model_validate({"power": "on"})
     reported = decide_power(plain, obs(PowerRecord(), exists=None), NOW)
     assert (reported.state, reported.power_record.state) == ("RUNNING", None)
