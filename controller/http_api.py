@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.core.clock import utc_iso
+from controller.core.state_store import StateStoreError
 from controller.engine.controller import Controller
 from controller.engine.passes import PassRequest
 from controller.http_guard import (
@@ -34,6 +36,11 @@ WEBHOOK_MAX_BYTES = 1024 * 1024
 HEADER_TIMEOUT_SECONDS = 10.0  # request headers complete, and keep-alive idle, within this
 BODY_TIMEOUT_SECONDS = 30.0  # body read and answer written within this (1 MiB at 35 KB/s)
 REMEMBERED_DELIVERIES = 1000
+OVERRIDE_MAX_BYTES = 4096
+SUSPEND_REASON_MAX_CHARS = 200
+DEFAULT_SUSPEND_REASON = "suspended through the API"
+# an override is written between passes: a pass that runs longer gets a 503 and Retry-After
+OVERRIDE_WAIT_SECONDS = 20.0
 WEBHOOK_BODIES_AT_ONCE = 4  # GitHub sends one delivery at a time per hook
 SIGNATURE = re.compile(rb"sha256=[0-9a-f]{64}")
 CONTROLLER_KEY = web.AppKey("controller", Controller)
@@ -140,6 +147,92 @@ async def wake(request: web.Request) -> web.Response:
     return web.json_response({"message": f"waking {name}", "environment": name}, status=202)
 
 
+async def _suspend_reason(request: web.Request) -> str | web.Response:
+    """The `reason` of an optional JSON body `{"reason": "..."}`; the refusal when malformed."""
+    if request.content_length is not None and request.content_length > OVERRIDE_MAX_BYTES:
+        return _error(413, f"body larger than {OVERRIDE_MAX_BYTES} bytes")
+    try:
+        body = await request.content.read(OVERRIDE_MAX_BYTES + 1)
+    except web.RequestPayloadError:  # e.g. a chunked body cut short
+        return _error(400, "malformed body")
+    if len(body) > OVERRIDE_MAX_BYTES:
+        return _error(413, f"body larger than {OVERRIDE_MAX_BYTES} bytes")
+    if not body.strip():
+        return DEFAULT_SUSPEND_REASON
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _error(400, 'the body must be JSON: {"reason": "..."}')
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if reason is None and isinstance(data, dict) and set(data) <= {"reason"}:
+        return DEFAULT_SUSPEND_REASON
+    if not isinstance(reason, str) or set(data) != {"reason"}:
+        return _error(400, 'the body must be JSON: {"reason": "..."}')
+    reason = " ".join(reason.split())  # one line in logs and status
+    if not reason or len(reason) > SUSPEND_REASON_MAX_CHARS:
+        return _error(400, f"reason: 1 to {SUSPEND_REASON_MAX_CHARS} characters")
+    return reason
+
+
+async def _override(request: web.Request) -> tuple[Controller, str] | web.Response:
+    """The controller and the environment of an override request; the refusal otherwise."""
+    if refused := _authorized(request):
+        return refused
+    controller = request.app[CONTROLLER_KEY]
+    name = request.match_info["name"]
+    if not controller.knows(name):
+        return _error(404, f"unknown environment {name!r}")
+    if controller.stopping:
+        return _error(503, "shutting down; ask again once restarted")
+    return controller, name
+
+
+def _not_written(exc: BaseException) -> web.Response:
+    detail = "a pass is in progress" if isinstance(exc, TimeoutError) else str(exc)
+    response = _error(503, f"not recorded, nothing changed ({detail}); retry")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def suspend(request: web.Request) -> web.Response:
+    """Suspend until `resume`: persisted before the answer (so a restart keeps it)."""
+    target = await _override(request)
+    if isinstance(target, web.Response):
+        return target
+    controller, name = target
+    reason = await _suspend_reason(request)
+    if isinstance(reason, web.Response):
+        return reason
+    try:
+        await controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS)
+    except (StateStoreError, TimeoutError) as exc:
+        return _not_written(exc)
+    body = {"message": f"{name} suspended", "environment": name, "suspended": True}
+    return web.json_response(body, status=202)
+
+
+async def resume(request: web.Request) -> web.Response:
+    """Clear a suspension set through the API; the desired state's `suspend: true` wins."""
+    target = await _override(request)
+    if isinstance(target, web.Response):
+        return target
+    controller, name = target
+    env = controller.snapshot().environments.get(name)
+    if env is not None and env.spec.suspend:
+        return _error(
+            409,
+            f"{name} is suspended by the desired state (suspend: true): change it in git; "
+            "nothing changed",
+        )
+    try:
+        cleared = await controller.resume(name, OVERRIDE_WAIT_SECONDS)
+    except (StateStoreError, TimeoutError) as exc:
+        return _not_written(exc)
+    message = f"{name} resumed" if cleared else f"{name} was not suspended"
+    body = {"message": message, "environment": name, "suspended": False}
+    return web.json_response(body, status=202)
+
+
 async def reconcile(request: web.Request) -> web.Response:
     """A pass now; failed Terraform runs of the environment (or of all) retried at once."""
     if refused := _authorized(request):
@@ -204,6 +297,8 @@ def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> w
     app.router.add_get("/status", status)
     app.router.add_get("/environments/{name}/status", environment_status)
     app.router.add_post("/environments/{name}/wake", wake)
+    app.router.add_post("/environments/{name}/suspend", suspend)
+    app.router.add_post("/environments/{name}/resume", resume)
     app.router.add_post("/reconcile", reconcile)
     app.router.add_post("/hooks/git", git_hook)
     return app

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.core.clock import utc_iso
+from controller.engine.overrides import suspension
 from controller.engine.passes import summarise
 from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
 
@@ -64,11 +65,19 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
             reconciler: {"action": d.action, "reason": d.reason} for reconciler, d in env.decisions
         },
         "last_action": dict(env.last_action) if env.last_action else None,
+        "suspended": _suspended(env),
         "conditions": _conditions(env),
         "endpoint": env.facts.endpoint,
         "last_reconciled_at": utc_iso(env.last_update),
         "wake_pending": env.wake_pending,
     }
+
+
+def _suspended(env: EnvironmentSnapshot) -> dict[str, Any] | None:
+    in_force = suspension(env.spec, env.record)
+    if in_force is None:
+        return None
+    return {"by": in_force.by, "reason": in_force.reason, "since": utc_iso(in_force.since)}
 
 
 def _service(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any] | None:
@@ -156,14 +165,17 @@ def _conditions(env: EnvironmentSnapshot) -> list[dict[str, Any]]:
                 "last_transition_time": utc_iso(env.last_update),
             }
         )
-    if env.spec.suspend:
+    in_force = suspension(env.spec, env.record)
+    if in_force is not None:
         conditions.append(
             {
                 "type": "Suspended",
                 "status": True,
-                "reason": "Suspended",
-                "message": "suspend: true",
-                "last_transition_time": None,
+                "reason": "SuspendedInDesiredState"
+                if in_force.by == "desired_state"
+                else "SuspendedThroughAPI",
+                "message": in_force.reason,
+                "last_transition_time": utc_iso(in_force.since),
             }
         )
     for _, decision in env.decisions:

@@ -9,11 +9,12 @@ import io
 import logging
 import os
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 
@@ -22,7 +23,9 @@ from controller.core.clock import ManualClock
 from controller.core.settings import Settings
 from controller.desired.source import DesiredStateSource
 from controller.engine.controller import Controller
+from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
+from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import LocalAws
 from controller.status_view import controller_status
 from controller.wiring import build_controller
@@ -193,3 +196,53 @@ def fake_terraform_behaviour(workdir: Path, **operations: dict[str, Any]) -> Non
     import json
 
     (workdir / "fake-terraform.json").write_text(json.dumps(operations))
+
+
+class Api:
+    def __init__(self, harness: Harness, base: str, session: aiohttp.ClientSession) -> None:
+        self.h = harness
+        self.base = base
+        self.session = session
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.session.get(self.base + path) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+    async def post(self, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
+        headers = kw.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.session.post(self.base + path, headers=headers, **kw) as r:
+            return r.status, await r.json()
+
+
+ApiFactory = Callable[..., Awaitable[Api]]  # api_factory(desired_yaml, **settings) -> Api
+
+
+@pytest.fixture
+async def api_factory(make_controller: MakeController) -> AsyncIterator[ApiFactory]:
+    runners: list[Any] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(body: str, **settings: Any) -> Api:
+        harness = make_controller(body, **settings)
+        runner = await start_http_server(harness.controller, "127.0.0.1", 0)
+        runners.append(runner)
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return Api(harness, f"http://127.0.0.1:{bound_port(runner)}", session)
+
+    yield make
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def desired_count(aws: AwsClients, stack: DemoStack) -> int:
+    """The demo service's desiredCount, as ECS reports it now."""
+    answer = await aws.call(
+        "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
+    )
+    return int(answer["services"][0]["desiredCount"])

@@ -2,8 +2,9 @@
 
 AWS does not record what the policies need to remember across passes and restarts: when the
 service last woke and fell asleep, the Terraform run in flight (written *before* it starts), past
-run durations. One `EnvironmentRecord` per environment holds it, versioned for optimistic writes,
-and serialised by a pydantic TypeAdapter: the JSON the state stores keep is exactly these types.
+run durations, the overrides set through the API. One `EnvironmentRecord` per environment holds
+it, versioned for optimistic writes, and serialised by a pydantic TypeAdapter: the JSON the state
+stores keep is exactly these types.
 """
 
 from __future__ import annotations
@@ -83,9 +84,25 @@ class PowerRecord:
 
 
 @dataclass(frozen=True)
+class Suspension:
+    """A suspension asked at runtime (`infra-controller suspend`), kept until `resume`."""
+
+    reason: str
+    since: AwareDatetime
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What operators set at runtime, through the API, on top of the desired state."""
+
+    suspension: Suspension | None = None
+
+
+@dataclass(frozen=True)
 class EnvironmentRecord:
     idle: IdleRecord = field(default_factory=IdleRecord)
     power: PowerRecord = field(default_factory=PowerRecord)
+    overrides: Overrides = field(default_factory=Overrides)
     version: int = 0  # 0: never written
 
 

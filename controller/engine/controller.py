@@ -19,10 +19,13 @@ import structlog
 from controller.core.clock import Clock
 from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
+from controller.core.records import Overrides, Suspension
 from controller.core.settings import Settings
+from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
+from controller.engine.overrides import effective
 from controller.engine.pass_engine import PassEngine, PassOptions
 from controller.engine.passes import PassReport, PassRequest
 from controller.engine.reporter import Reporter
@@ -97,7 +100,9 @@ class Controller:
         desired = self._tracker.desired
         if desired is None or name not in desired.environments:
             return "unknown environment"
-        refusal = self._wake_refusal(desired.environments[name])
+        refusal = self._wake_refusal(
+            effective(desired.environments[name], self._memory.record(name))
+        )
         if refusal is not None:
             return refusal
         self._engine.runtime(name).wakes_requested += 1
@@ -114,6 +119,51 @@ class Controller:
         retry = frozenset({name}) if name else frozenset()
         self.request_pass(PassRequest(fetch_now=True, retry=retry, retry_all=name is None))
         return None
+
+    async def suspend(self, name: str, reason: str, wait: float) -> None:
+        """Suspend `name` until `resume`: written to the state store before this returns, so a
+        restart keeps it. Raises StateStoreError when it cannot be written (nothing changed),
+        TimeoutError when the pass in progress does not end within `wait` seconds."""
+        now = self.clock.now()
+
+        def suspended(overrides: Overrides) -> Overrides:
+            kept = overrides.suspension
+            since = kept.since if kept is not None else now  # suspended since the first ask
+            return replace(overrides, suspension=Suspension(reason, since))
+
+        await self._set_overrides(name, suspended, wait)
+        log.info("environment suspended through the API", environment=name, reason=reason)
+
+    async def resume(self, name: str, wait: float) -> bool:
+        """Clear a suspension set through the API; False when there was none. Raises as
+        `suspend`."""
+        before = await self._set_overrides(name, lambda o: replace(o, suspension=None), wait)
+        if before.suspension is None:
+            return False
+        log.info("environment resumed through the API", environment=name)
+        return True
+
+    async def _set_overrides(
+        self, name: str, change: Callable[[Overrides], Overrides], wait: float
+    ) -> Overrides:
+        """Apply `change` to the overrides of `name` and write them; the overrides before."""
+        # between passes: a pass holds the working records and writes them at its end
+        async with asyncio.timeout(wait), self._pass_lock:
+            await self._memory.ensure_loaded()
+            reason = self._memory.unreadable(name)
+            if reason is not None:
+                raise StateStoreError(reason)
+            record = self._memory.record(name)
+            self._memory.update(name, replace(record, overrides=change(record.overrides)))
+            try:
+                await self._memory.save(name)
+            except StateStoreError:
+                self._memory.update(name, record)  # not written: not in force either
+                raise
+            self._publish()
+        if record.overrides != self._memory.record(name).overrides:
+            self.request_pass(PassRequest(due_now=frozenset({name})))
+        return record.overrides
 
     # ---- passes ----
 

@@ -7,6 +7,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.core.records import POWER_STATES
+from controller.engine.overrides import SUSPENDED_BY
 
 
 class ControllerMetrics:
@@ -95,6 +96,14 @@ class ControllerMetrics:
             registry=r,
         )
 
+        self.suspended = Gauge(
+            "infra_controller_suspended",
+            "1 while the environment is suspended (observed, never acted on), 0 otherwise; "
+            "`by` is desired_state (suspend: true) or api (infra-controller suspend).",
+            ["environment", "by"],
+            registry=r,
+        )
+
     def _define_change_metrics(self, r: CollectorRegistry) -> None:
         self.actions_total = Counter(
             "infra_controller_actions",
@@ -129,6 +138,10 @@ class ControllerMetrics:
         for candidate in POWER_STATES:
             self.power_state.labels(environment, candidate).set(1 if candidate == state else 0)
 
+    def set_suspended(self, environment: str, by: str | None) -> None:
+        for candidate in SUSPENDED_BY:
+            self.suspended.labels(environment, candidate).set(1 if candidate == by else 0)
+
     def forget_service(self, environment: str) -> None:
         """Drop an environment's service series (its state is unknown)."""
         for gauge in (self.service_desired_count, self.service_running_count, self.service_active):
@@ -148,3 +161,6 @@ class ControllerMetrics:
         for state in POWER_STATES:
             with contextlib.suppress(KeyError):
                 self.power_state.remove(environment, state)
+        for by in SUSPENDED_BY:
+            with contextlib.suppress(KeyError):
+                self.suspended.remove(environment, by)

@@ -24,6 +24,7 @@ from controller.core.desired_state import DesiredState
 from controller.core.state_store import StateStoreError, StoreConflict
 from controller.engine.cloudwatch import ServiceCount
 from controller.engine.memory import StateMemory
+from controller.engine.overrides import effective, suspension
 from controller.engine.passes import EnvironmentOutcome, PassRequest
 from controller.engine.reporter import Reporter
 from controller.engine.runtime import EnvironmentRuntime, Result
@@ -139,6 +140,9 @@ class PassEngine:
             if unreadable is not None:  # what it recorded is unknown: decide nothing on it
                 outcomes[name] = self._failed(name, runtime, now, unreadable)
                 continue
+            record = self.memory.record(name)
+            in_force = suspension(spec, record)
+            self.reporter.suspension(name, in_force.by if in_force else None)
             try:
                 region = self._region(spec.region)
             except NoRegion as exc:
@@ -147,9 +151,9 @@ class PassEngine:
             contexts.append(
                 EnvironmentContext(
                     name=name,
-                    spec=spec,
+                    spec=effective(spec, record),  # the policies see the overrides applied
                     region=region,
-                    record=self.memory.record(name),
+                    record=record,
                     wake_requested=runtime.wake_pending,
                     retry_now=request.retries(name),
                     dry_run=dry_run,

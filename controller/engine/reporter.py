@@ -164,6 +164,9 @@ class Reporter:
                 max(0.0, (now - facts.last_request_at).total_seconds())
             )
 
+    def suspension(self, name: str, by: str | None) -> None:
+        self.metrics.set_suspended(name, by)
+
     def removed(self, name: str, was_managed: bool) -> None:
         if was_managed:
             log.warning(

@@ -16,7 +16,7 @@ from controller.core.aws import AwsClients
 from controller.engine.passes import PassRequest
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import LocalAws
-from tests.conftest import REGION, Harness, MakeController, create_state_table
+from tests.conftest import REGION, Harness, MakeController, create_state_table, desired_count
 from tests.fault_proxy import Fault, FaultKind, FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,6 @@ async def powered_web(seed_aws: AwsClients, workdir: Path) -> str:
     (stack,) = await create_demo_stack(seed_aws, REGION)
     terraform = f"    terraform: {{runner: cli, workdir: {workdir}}}\n"
     return "version: 1\nenvironments:\n" + environment("web", stack, terraform)
-
-
-async def desired_count(aws: AwsClients, stack: DemoStack) -> int:
-    answer = await aws.call(
-        "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
-    )
-    return int(answer["services"][0]["desiredCount"])
 
 
 def terraform_runs(workdir: Path) -> list[str]:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
-import aiohttp
 import pytest
 
 from controller.core.aws import AwsClients
 from controller.engine.passes import PassRequest
-from controller.http_api import bound_port, start_http_server
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from tests.conftest import REGION, Harness, MakeController
+from tests.conftest import REGION, ApiFactory
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -41,48 +38,6 @@ def desired(stack: DemoStack) -> str:
 async def stack(seed_aws: AwsClients) -> DemoStack:
     (demo,) = await create_demo_stack(seed_aws, REGION)
     return demo
-
-
-class Api:
-    def __init__(self, harness: Harness, base: str, session: aiohttp.ClientSession) -> None:
-        self.h = harness
-        self.base = base
-        self.session = session
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.session.get(self.base + path) as r:
-            body = await r.json() if r.content_type == "application/json" else await r.text()
-            return r.status, body
-
-    async def post(self, path: str, token: str | None = None, **kw: Any) -> tuple[int, Any]:
-        headers = kw.pop("headers", {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.session.post(self.base + path, headers=headers, **kw) as r:
-            return r.status, await r.json()
-
-
-ApiFactory = Callable[..., Awaitable[Api]]  # api_factory(desired_yaml, **settings) -> Api
-
-
-@pytest.fixture
-async def api_factory(make_controller: MakeController) -> AsyncIterator[ApiFactory]:
-    runners: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def make(body: str, **settings: Any) -> Api:
-        harness = make_controller(body, **settings)
-        runner = await start_http_server(harness.controller, "127.0.0.1", 0)
-        runners.append(runner)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Api(harness, f"http://127.0.0.1:{bound_port(runner)}", session)
-
-    yield make
-    for session in sessions:
-        await session.close()
-    for runner in runners:
-        await runner.cleanup()
 
 
 async def test_metrics_are_served_in_prometheus_format(

@@ -15,7 +15,7 @@ from controller.engine.passes import RETRY_EVERYTHING
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import free_port
 from controller.sandbox.traffic import send_requests
-from tests.conftest import REGION, Harness, MakeController
+from tests.conftest import REGION, Harness, MakeController, desired_count
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,6 @@ def desired(stack: DemoStack, name: str = "demo", wake: str = "on-request", extr
         service: {{cluster: {stack.cluster}, name: {stack.service}}}
         idle: {{after: 5m, active_count: 2, wake: {wake}}}
     """
-
-
-async def desired_count(aws: AwsClients, stack: DemoStack) -> int:
-    answer = await aws.call(
-        "ecs", "DescribeServices", REGION, cluster=stack.cluster, services=[stack.service]
-    )
-    return int(answer["services"][0]["desiredCount"])
 
 
 @pytest.fixture

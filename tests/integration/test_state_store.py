@@ -13,9 +13,11 @@ from controller.core.aws import AwsClients
 from controller.core.records import (
     EnvironmentRecord,
     IdleRecord,
+    Overrides,
     PowerRecord,
     RunInfo,
     RunResult,
+    Suspension,
 )
 from controller.core.state_store import (
     DynamoDbStateStore,
@@ -39,6 +41,7 @@ RECORD = EnvironmentRecord(
         durations={"destroy": (600.0, 540.0)},
         changed_at=NOW,
     ),
+    overrides=Overrides(suspension=Suspension("load test until 14:00", NOW)),
 )
 
 
@@ -59,7 +62,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, seed_aws: AwsCli
     return await _dynamodb_store(seed_aws)
 
 
-async def test_a_record_round_trips_with_its_run_in_flight(store: StateStore) -> None:
+async def test_a_record_round_trips_with_its_run_in_flight_and_overrides(store: StateStore) -> None:
     written = await store.put("staging", RECORD)
     assert written.version == 1
     loaded = (await store.load()).records["staging"]
