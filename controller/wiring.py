@@ -29,6 +29,7 @@ from reconcilers.idle.decision import wake_refusal
 from reconcilers.idle.reconciler import IdleReconciler
 from reconcilers.interface import Observer
 from reconcilers.power.reconciler import PowerReconciler
+from reconcilers.routing.reconciler import RoutingReconciler
 from reconcilers.services import ServiceObserver
 from reconcilers.terraform.cli_runner import CliRunner
 from reconcilers.terraform.codebuild_runner import CodeBuildRunner
@@ -69,22 +70,24 @@ def _observers(settings: Settings, aws: AwsClients) -> list[Observer]:
 def _reconcilers(
     settings: Settings, aws: AwsClients, memory: StateMemory, idle: IdleTuning
 ) -> list[AnyReconciler]:
-    # a region's metric reads get 30 % of the pass: with the service reads (25 %), within the
-    # 60 % observing may take, so a slow region fails alone and in time
     """The policies, in the order they decide for each environment: power first, so that the
-    idle policy sees the power state of the same pass."""
+    idle policy sees the power state of the same pass; routing after idle, so that a service
+    scaled to zero has its traffic sent to the activator in the same pass."""
     runners: dict[str, TerraformRunner] = {
         "codebuild": CodeBuildRunner(aws),
         "cli": CliRunner(settings.runs_dir),
     }
     return [
         PowerReconciler(runners, memory),
+        # a region's metric reads get 30 % of the pass: with the service reads (25 %), within
+        # the 60 % observing may take, so a slow region fails alone and in time
         IdleReconciler(
             aws,
             idle.metric_period,
             idle.lookback_margin,
             region_budget=settings.effective_pass_timeout.total_seconds() * 0.3,
         ),
+        RoutingReconciler(aws, memory, settings.activator_target_group),
     ]
 
 

@@ -33,6 +33,9 @@ class ServiceState:
     # `app/NAME/ID` values of the ALBs in front of the service, and `targetgroup/NAME/ID` values
     load_balancers: tuple[str, ...] = ()
     target_groups: tuple[str, ...] = ()
+    # the same, as full ARNs (what the elbv2 API takes)
+    load_balancer_arns: tuple[str, ...] = ()
+    target_group_arns: tuple[str, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -55,6 +58,10 @@ class EnvironmentFacts:
     endpoint: str | None = None  # http://DNS of the service's load balancer, when known
     power_state: PowerState | None = None  # as decided in this pass
     last_request_at: datetime | None = None
+    # the desiredCount the idle policy sets in this pass (None: no change)
+    service_scaled_to: int | None = None
+    # host names the load balancer's rules route to the service (their host-header values)
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ class EnvironmentContext:
     wake_requested: bool = False  # a wake asked through the API, not yet satisfied
     retry_now: bool = False  # `POST /reconcile`: failed runs are retried without their backoff
     dry_run: bool = False  # decide only: nothing may start, not even a resumed run
+    # the first request of a wake the activator made since the last pass (it scales up at once)
+    woken_outside_pass: datetime | None = None
 
     def after(self, effects: Effects) -> EnvironmentContext:
         return replace(
@@ -151,6 +160,15 @@ class Unobserved:
 
 ObservationT = TypeVar("ObservationT")
 DecisionT = TypeVar("DecisionT", bound=Decision)
+
+
+class RecordWriter(Protocol):
+    """The engine's single write path to the state store (optimistic versioning): for what
+    must be recorded before a change is made, not after."""
+
+    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+        """Write if nobody wrote since `record.version`; raises StoreConflict otherwise."""
+        ...
 
 
 class Observer(Protocol):

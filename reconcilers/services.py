@@ -148,6 +148,8 @@ class ServiceObserver:
                 s.service,
                 load_balancers=tuple(arn_resource(lb, "loadbalancer") for lb in lbs),
                 target_groups=tuple(groups[arn][0] for arn in s.target_group_arns),
+                load_balancer_arns=tuple(lbs),
+                target_group_arns=s.target_group_arns,
             )
             dns = [self._dns_names[lb] for lb in lbs if lb in self._dns_names]
             s.endpoint = f"http://{dns[0]}" if dns else None

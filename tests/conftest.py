@@ -29,6 +29,7 @@ from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import LocalAws
 from controller.status_view import controller_status
 from controller.wiring import build_controller
+from tests.fault_proxy import FaultProxy
 
 REGION = "eu-west-3"
 
@@ -246,3 +247,14 @@ async def desired_count(aws: AwsClients, stack: DemoStack) -> int:
         "ecs", "DescribeServices", stack.region, cluster=stack.cluster, services=[stack.service]
     )
     return int(answer["services"][0]["desiredCount"])
+
+
+@pytest.fixture
+async def proxy(
+    aws_env: LocalAws, seed_aws: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[FaultProxy]:
+    """The controllers made after this fixture reach the emulator through a fault proxy."""
+    fault_proxy = FaultProxy(aws_env.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", await fault_proxy.start())
+    yield fault_proxy
+    await fault_proxy.stop()

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -55,6 +56,17 @@ PowerSetting = Annotated[
 ]
 EnvironmentName = Annotated[str, StringConstraints(pattern=ENVIRONMENT_NAME_PATTERN)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+# a DNS name as a browser sends it in `Host` (lower case, no port, no wildcard)
+HostName = Annotated[
+    str,
+    StringConstraints(
+        max_length=253,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    ),
+    AfterValidator(str.lower),
+]
+MAX_HOSTS = 100
 
 
 class _Strict(BaseModel):
@@ -96,6 +108,11 @@ class IdlePolicy(_Strict):
     after: Duration = Field(description="no ALB request for this long -> desiredCount 0")
     active_count: int = Field(1, ge=1, le=1000, description="desiredCount when awake")
     wake: Literal["manual", "on-request"] = "manual"
+    hosts: list[HostName] = Field(
+        default_factory=list,
+        max_length=MAX_HOSTS,
+        description="host names the activator answers for this environment (wake: on-request)",
+    )
 
     @model_validator(mode="after")
     def _positive_after(self) -> IdlePolicy:
@@ -124,3 +141,14 @@ class DesiredState(_Strict):
 
     version: Annotated[Literal[1], BeforeValidator(_exact_version)]
     environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_environment_per_host(self) -> DesiredState:
+        owners: dict[str, str] = {}
+        for name, environment in self.environments.items():
+            for host in environment.idle.hosts if environment.idle else ():
+                if owners.setdefault(host, name) != name:
+                    raise ValueError(
+                        f"idle.hosts: {host} is listed by both {owners[host]} and {name}"
+                    )
+        return self

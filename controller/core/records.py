@@ -38,6 +38,10 @@ class IdleRecord:
     asleep_since: AwareDatetime | None = None
     # lower bound of the last request's time: the start of the first window read if none seen
     last_request_at: AwareDatetime | None = None
+    # a wake in progress: when its signal came and what it was (activator, metric, api), until
+    # the service has a running task behind healthy targets
+    wake_started_at: AwareDatetime | None = None
+    wake_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,28 @@ class PowerRecord:
 
 
 @dataclass(frozen=True)
+class SwitchedRoute:
+    """A listener's default action (`rule_arn` None) or a rule switched to the activator: the
+    elbv2 `Actions` it had before and the ones written instead, as JSON text."""
+
+    listener_arn: str
+    rule_arn: str | None
+    original_actions: str
+    switched_actions: str
+
+
+@dataclass(frozen=True)
+class RoutesRecord:
+    """Where the load balancer sends the service's traffic while it sleeps. Written before the
+    first route changes, so a crash halfway is finished (or undone) by the next pass."""
+
+    switched: tuple[SwitchedRoute, ...] = ()
+    switched_at: AwareDatetime | None = None
+    # the activator's target group they were sent to (kept: the setting may be gone since)
+    activator_target_group: str | None = None
+
+
+@dataclass(frozen=True)
 class Suspension:
     """A suspension asked at runtime (`infra-controller suspend`), kept until `resume`."""
 
@@ -103,6 +129,7 @@ class EnvironmentRecord:
     idle: IdleRecord = field(default_factory=IdleRecord)
     power: PowerRecord = field(default_factory=PowerRecord)
     overrides: Overrides = field(default_factory=Overrides)
+    routes: RoutesRecord = field(default_factory=RoutesRecord)
     version: int = 0  # 0: never written
 
 

@@ -5,15 +5,28 @@ Flags are passed as constructor arguments, which pydantic-settings ranks above t
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.core.desired_state import DEFAULT_MAX_DESIRED_STATE_BYTES
 from controller.core.durations import Duration
+
+TARGET_GROUP_ARN = re.compile(
+    r"arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}"
+)
 
 
 class Settings(BaseSettings):
@@ -44,6 +57,10 @@ class Settings(BaseSettings):
     aws_region: str | None = Field(
         None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region")
     )
+    # the activator (contract section 9): where it serves waiting pages, and the target group
+    # the load balancer reaches it through; both set, or neither
+    activator_addr: str | None = None
+    activator_target_group: str | None = None
 
     @field_validator("interval")
     @classmethod
@@ -52,13 +69,38 @@ class Settings(BaseSettings):
             raise ValueError("the interval must be at least 1s")
         return value
 
-    @field_validator("http_addr")
+    @field_validator("http_addr", "activator_addr")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
+
+    @field_validator("activator_target_group")
+    @classmethod
+    def _target_group_arn(cls, value: str | None) -> str | None:
+        if value and not TARGET_GROUP_ARN.fullmatch(value):
+            raise ValueError(
+                "expected a target group ARN "
+                "(arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"
+            )
+        return value or None
+
+    @model_validator(mode="after")
+    def _activator_complete(self) -> Settings:
+        if (self.activator_addr is None) != (self.activator_target_group is None):
+            raise ValueError(
+                "the activator needs both CONTROLLER_ACTIVATOR_ADDR and "
+                "CONTROLLER_ACTIVATOR_TARGET_GROUP"
+            )
+        return self
+
+    @property
+    def activator(self) -> bool:
+        return self.activator_addr is not None and self.activator_target_group is not None
 
     @field_validator("api_token", "webhook_secret", "git_token")
     @classmethod
@@ -82,3 +124,30 @@ class Settings(BaseSettings):
     @property
     def effective_pass_timeout(self) -> timedelta:
         return self.pass_timeout or max(self.interval, timedelta(seconds=10))
+
+
+def setting_problems(exc: ValidationError, flags: Collection[str] = ()) -> list[str]:
+    """One line per invalid setting, in the user's words: which setting, what is wrong, and
+    where it can come from (its flag, when the command has one in `flags`, and its variable).
+    Pydantic's own wording ("Value error, ...") means nothing to someone who typed a flag."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names them
+            lines.append(f"invalid settings: {message}")
+            continue
+        name = str(error["loc"][0])
+        sources = [f"--{name.replace('_', '-')}"] if name in flags else []
+        sources += _variables(name)
+        where = f" ({' / '.join(sources)})" if sources else ""
+        lines.append(f"invalid setting {name}: {message}{where}")
+    return lines
+
+
+def _variables(name: str) -> list[str]:
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return []
+    if isinstance(field.validation_alias, AliasChoices):
+        return [str(a) for a in field.validation_alias.choices if str(a).isupper()]
+    return [f"{Settings.model_config.get('env_prefix', '')}{name}".upper()]

@@ -17,6 +17,7 @@ class ControllerMetrics:
         self._define_desired_state_metrics(self.registry)
         self._define_environment_metrics(self.registry)
         self._define_change_metrics(self.registry)
+        self._define_wake_metrics(self.registry)
 
     def _define_pass_metrics(self, r: CollectorRegistry) -> None:
         self.reconcile_total = Counter(
@@ -128,6 +129,21 @@ class ControllerMetrics:
             "infra_controller_aws_api_calls",
             "AWS API calls by service, operation and outcome (success/throttled/error).",
             ["service", "operation", "outcome"],
+            registry=r,
+        )
+
+    def _define_wake_metrics(self, r: CollectorRegistry) -> None:
+        self.wakes_total = Counter(
+            "infra_controller_wakes",
+            "Services woken, by environment and source (activator, metric, api, schedule).",
+            ["environment", "source"],
+            registry=r,
+        )
+        self.wake_duration = Histogram(
+            "infra_controller_wake_duration_seconds",
+            "From a wake's signal to a running task behind a healthy target.",
+            ["environment"],
+            buckets=(5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600),
             registry=r,
         )
 

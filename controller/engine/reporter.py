@@ -95,8 +95,8 @@ class Reporter:
         action, reason = summarise(decisions)
         detail: dict[str, Any] = {}
         for reconciler, decision in decisions:
-            if (decision.action, decision.reason) == (action, reason):
-                continue  # the environment's own action and reason: said once, above
+            if (decision.action, decision.reason) == (action, reason) or not decision.relevant:
+                continue  # said once, above; or a policy that does not apply here
             detail[f"{reconciler}_action"] = decision.action
             detail[f"{reconciler}_reason"] = decision.reason
         log.info(
@@ -247,12 +247,29 @@ def _run_unconfirmed(metrics: ControllerMetrics, name: str, event: Event) -> Non
     log.warning("terraform run start unconfirmed", reason=event.reason)
 
 
+def _woken(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    metrics.wakes_total.labels(name, str(event.attributes.get("source") or "metric")).inc()
+
+
+def _wake_completed(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    duration = float(event.attributes.get("duration_seconds") or 0.0)
+    metrics.wake_duration.labels(name).observe(duration)
+    log.info(
+        "wake completed",
+        source=event.attributes.get("source"),
+        duration=format_duration(duration),
+        reason=event.reason,
+    )
+
+
 _EVENT_HANDLERS: dict[str, Callable[[ControllerMetrics, str, Event], None]] = {
+    "woken": _woken,
+    "wake_completed": _wake_completed,
     "run_unconfirmed": _run_unconfirmed,
     "power_state_changed": _power_state_changed,
     "run_started": _run_started,
     "run_succeeded": _run_finished,
     "run_failed": _run_finished,
     "run_not_started": _run_not_started,
-    # scaled_to_zero and woken: the `aws change` line before the change already says it
+    # scaled_to_zero: the `aws change` line before the change already says it
 }

@@ -23,6 +23,8 @@ from reconcilers.interface import (
 )
 
 IdleAction = Literal["none", "scale_to_zero", "scale_up"]
+# the activator (a request reached it), metric (the ALB's 503s), api (`wake`)
+WakeSource = Literal["activator", "metric", "api"]
 Datapoints = tuple[tuple[datetime, float], ...]
 
 
@@ -69,6 +71,7 @@ class IdleObservation:
 class IdleDecision(Decision):
     action: IdleAction = "none"
     desired_count: int | None = None  # the count `act` sets, for scale actions
+    wake_source: WakeSource | None = None  # what asked for a scale_up
 
 
 def _none(reason: str, unknown: bool = False, relevant: bool = True) -> IdleDecision:
@@ -86,11 +89,21 @@ def observe_wakefulness(record: IdleRecord, service: ServiceState, now: datetime
     return replace(record, awake_since=None)
 
 
-def after_scaling(record: IdleRecord, action: str, now: datetime) -> IdleRecord:
-    if action == "scale_up":
-        return replace(record, awake_since=now, asleep_since=None)
+def after_scaling(
+    record: IdleRecord, action: str, now: datetime, source: str | None = None
+) -> IdleRecord:
+    if action == "scale_up":  # a wake under way since its first signal
+        return replace(
+            record,
+            awake_since=now,
+            asleep_since=None,
+            wake_started_at=record.wake_started_at or now,
+            wake_source=record.wake_source or source,
+        )
     if action == "scale_to_zero":
-        return replace(record, awake_since=None, asleep_since=now)
+        return replace(
+            record, awake_since=None, asleep_since=now, wake_started_at=None, wake_source=None
+        )
     return record
 
 
@@ -157,7 +170,7 @@ def _decide_asleep(
     idle = environment.idle
     assert idle is not None
     if observed.wake_requested:
-        return _scale_up("wake requested through the API", idle.active_count)
+        return _scale_up("wake requested through the API", idle.active_count, "api")
     if idle.wake == "manual":
         return _none("asleep; wakes on request through the API (wake: manual)")
     activity = observed.activity
@@ -175,6 +188,7 @@ def _decide_asleep(
         return _scale_up(
             f"{rejected:g} request(s) answered 503 by the load balancer while asleep",
             idle.active_count,
+            "metric",
         )
     return _none("asleep; no request since it was scaled to zero")
 
@@ -213,8 +227,8 @@ def _decide_awake(
     return _scale_to_zero(f"no requests for at least {format_duration(quiet_for)}")
 
 
-def _scale_up(reason: str, count: int) -> IdleDecision:
-    return IdleDecision(action="scale_up", reason=reason, desired_count=count)
+def _scale_up(reason: str, count: int, source: WakeSource) -> IdleDecision:
+    return IdleDecision(action="scale_up", reason=reason, desired_count=count, wake_source=source)
 
 
 def _scale_to_zero(reason: str) -> IdleDecision:
@@ -231,6 +245,10 @@ def decide_in_context(
     if service is not None:
         record = observe_wakefulness(record, service, now)
     record = track_last_request(record, reading.activity)
+    woken = context.woken_outside_pass
+    if woken is not None and record.wake_started_at is None:
+        # woken by the activator since the last pass: the wake started at its first request
+        record = replace(record, wake_started_at=woken, wake_source="activator")
     observation = IdleObservation(
         service=service,
         activity=reading.activity,
@@ -251,7 +269,11 @@ def decide_in_context(
     return replace(
         decision,
         record=replace(context.record, idle=record),
-        facts=replace(facts, last_request_at=record.last_request_at),
+        facts=replace(
+            facts,
+            last_request_at=record.last_request_at,
+            service_scaled_to=decision.desired_count if decision.changes_aws else None,
+        ),
         conditions=_conditions(decision, service),
         change=change,
         satisfies_wake=context.wake_requested

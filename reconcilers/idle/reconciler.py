@@ -139,10 +139,17 @@ class IdleReconciler:
         kind = "scaled_to_zero" if decision.action == "scale_to_zero" else "woken"
         return ActOutcome(
             record=replace(
-                context.record, idle=after_scaling(context.record.idle, decision.action, now)
+                context.record,
+                idle=after_scaling(context.record.idle, decision.action, now, decision.wake_source),
             ),
             facts=facts,
-            events=(Event(kind, decision.reason, attributes={"desired_count": count}),),
+            events=(
+                Event(
+                    kind,
+                    decision.reason,
+                    attributes={"desired_count": count, "source": decision.wake_source},
+                ),
+            ),
             last_action={
                 "action": decision.action,
                 "reason": decision.reason,

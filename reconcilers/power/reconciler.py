@@ -14,26 +14,23 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
 from controller.core.backoff import TERRAFORM_RETRY
 from controller.core.clock import utc_iso
 from controller.core.records import EnvironmentRecord, RunInfo, RunResult
-from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobserved
+from reconcilers.interface import (
+    ActOutcome,
+    EnvironmentContext,
+    Event,
+    RecordWriter,
+    Unobserved,
+)
 from reconcilers.power.decision import PowerDecision, PowerObservation, decide_in_context
 from reconcilers.terraform.runner import RunnerError, RunStatus, RunToPoll, TerraformRunner
 
 log = structlog.get_logger("infra_controller.power")
-
-
-class RecordWriter(Protocol):
-    """The engine's single write path to the state store (optimistic versioning)."""
-
-    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
-        """Write if nobody wrote since `record.version`; raises StoreConflict otherwise."""
-        ...
 
 
 @dataclass(frozen=True)

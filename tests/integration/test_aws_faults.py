@@ -5,7 +5,6 @@ environments that depended on the call."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,23 +14,11 @@ import pytest
 from controller.core.aws import AwsClients
 from controller.engine.passes import PassRequest
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from controller.sandbox.emulator import LocalAws
 from tests.conftest import REGION, Harness, MakeController, create_state_table, desired_count
 from tests.fault_proxy import Fault, FaultKind, FaultProxy
 
 pytestmark = pytest.mark.integration
 DUBLIN = "eu-west-1"
-
-
-@pytest.fixture
-async def proxy(
-    aws_env: LocalAws, seed_aws: AwsClients, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[FaultProxy]:
-    """The controllers made after this fixture reach the emulator through the proxy."""
-    fault_proxy = FaultProxy(aws_env.endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", await fault_proxy.start())
-    yield fault_proxy
-    await fault_proxy.stop()
 
 
 def environment(name: str, stack: DemoStack, extra: str = "", wake: str = "manual") -> str:

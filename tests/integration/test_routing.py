@@ -1,0 +1,255 @@
+"""The routing policy against the emulator: a sleeping service's load balancer routes go to the
+activator's target group in the pass that scales it to zero, come back once it serves again,
+and a crash between recording and switching is finished by the next pass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from controller.core.aws import AwsClients
+from controller.core.state_store import FileStateStore
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from tests.conftest import REGION, Harness, MakeController, desired_count
+from tests.fault_proxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Alb:
+    listener: str
+    service_group: str
+    activator_group: str
+    other_group: str
+    host_rule: str
+    shared_rule: str
+
+
+def desired(stack: DemoStack, wake: str = "on-request") -> str:
+    return (
+        "version: 1\nenvironments:\n  demo:\n    power: on\n"
+        f"    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
+        f"    idle: {{after: 5m, active_count: 1, wake: {wake}}}\n"
+    )
+
+
+@pytest.fixture
+async def stack(seed_aws: AwsClients) -> DemoStack:
+    (demo,) = await create_demo_stack(seed_aws, REGION)
+    return demo
+
+
+async def _group(aws: AwsClients, name: str, vpc: str) -> str:
+    answer = await aws.call(
+        "elbv2",
+        "CreateTargetGroup",
+        REGION,
+        Name=name,
+        Protocol="HTTP",
+        Port=8081,
+        VpcId=vpc,
+        TargetType="ip",
+    )
+    return str(answer["TargetGroups"][0]["TargetGroupArn"])
+
+
+@pytest.fixture
+async def alb(seed_aws: AwsClients, stack: DemoStack) -> Alb:
+    """The demo ALB with, besides its default action: a host rule forwarding (weighted) to
+    the service, and a rule that shares its traffic with another target group."""
+    groups = await seed_aws.call("elbv2", "DescribeTargetGroups", REGION, Names=["demo-tg-0"])
+    service_group, vpc = (
+        groups["TargetGroups"][0]["TargetGroupArn"],
+        groups["TargetGroups"][0]["VpcId"],
+    )
+    activator = await _group(seed_aws, "activator", vpc)
+    other = await _group(seed_aws, "other", vpc)
+    lbs = await seed_aws.call("elbv2", "DescribeLoadBalancers", REGION, Names=["demo-alb"])
+    listener = (
+        await seed_aws.call(
+            "elbv2",
+            "DescribeListeners",
+            REGION,
+            LoadBalancerArn=lbs["LoadBalancers"][0]["LoadBalancerArn"],
+        )
+    )["Listeners"][0]["ListenerArn"]
+
+    async def rule(priority: int, condition: dict[str, Any], groups: list[dict[str, Any]]) -> str:
+        answer = await seed_aws.call(
+            "elbv2",
+            "CreateRule",
+            REGION,
+            ListenerArn=listener,
+            Priority=priority,
+            Conditions=[condition],
+            Actions=[{"Type": "forward", "ForwardConfig": {"TargetGroups": groups}}],
+        )
+        return str(answer["Rules"][0]["RuleArn"])
+
+    host_rule = await rule(
+        10,
+        {"Field": "host-header", "HostHeaderConfig": {"Values": ["App.Example.com"]}},
+        [{"TargetGroupArn": service_group, "Weight": 1}],
+    )
+    shared_rule = await rule(
+        20,
+        {"Field": "path-pattern", "Values": ["/shared/*"]},
+        [{"TargetGroupArn": service_group, "Weight": 50}, {"TargetGroupArn": other, "Weight": 50}],
+    )
+    return Alb(listener, service_group, activator, other, host_rule, shared_rule)
+
+
+async def forwards(aws: AwsClients, alb: Alb) -> dict[str, set[str]]:
+    """Where each route forwards now, by name: default, host, shared."""
+    listener = (await aws.call("elbv2", "DescribeListeners", REGION, ListenerArns=[alb.listener]))[
+        "Listeners"
+    ][0]
+    rules = (await aws.call("elbv2", "DescribeRules", REGION, ListenerArn=alb.listener))["Rules"]
+    by_arn = {r["RuleArn"]: r["Actions"] for r in rules}
+    names = {
+        alb.service_group: "service",
+        alb.activator_group: "activator",
+        alb.other_group: "other",
+    }
+
+    def groups(actions: list[dict[str, Any]]) -> set[str]:
+        found = {a["TargetGroupArn"] for a in actions if "TargetGroupArn" in a}
+        for a in actions:
+            found |= {
+                g["TargetGroupArn"] for g in a.get("ForwardConfig", {}).get("TargetGroups", [])
+            }
+        return {names[g] for g in found}
+
+    return {
+        "default": groups(listener["DefaultActions"]),
+        "host": groups(by_arn[alb.host_rule]),
+        "shared": groups(by_arn[alb.shared_rule]),
+    }
+
+
+def activator_settings(alb: Alb) -> dict[str, str]:
+    return {"activator_addr": "127.0.0.1:0", "activator_target_group": alb.activator_group}
+
+
+async def sleep_it(h: Harness) -> None:
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+
+
+async def test_scaling_to_zero_sends_the_service_s_routes_to_the_activator_in_the_same_pass(
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, alb: Alb
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await sleep_it(h)
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "idle").action == "scale_to_zero"
+    assert report.decision("demo", "routing").action == "route_to_activator"
+    assert await desired_count(seed_aws, stack) == 0
+    assert await forwards(seed_aws, alb) == {
+        "default": {"activator"},
+        "host": {"activator"},
+        "shared": {"service", "other"},  # shared with another group: left alone
+    }
+    record = (await FileStateStore(str(h.state_path)).load()).records["demo"]
+    originals = {e.rule_arn: json.loads(e.original_actions) for e in record.routes.switched}
+    assert set(originals) == {None, alb.host_rule}
+    assert originals[None][0]["TargetGroupArn"] == alb.service_group
+    assert (
+        h.metric("infra_controller_actions_total", environment="demo", action="route_to_activator")
+        == 1
+    )
+    # the rule's host names are the activator's to answer for this environment
+    assert h.controller.snapshot().environments["demo"].facts.hosts == ("app.example.com",)
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "none"
+    assert report.decision("demo", "routing").reason == (
+        "asleep; its traffic goes to the activator; 1 route(s) shared with other target groups "
+        "left alone"
+    )
+
+
+async def test_routes_come_back_once_a_task_runs_behind_a_healthy_target(
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, alb: Alb
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await sleep_it(h)
+    await h.controller.reconcile_once()
+    assert h.controller.request_wake("demo") is None
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "idle").action == "scale_up"
+    assert report.decision("demo", "routing").reason == (
+        "waking now; traffic stays at the activator"
+    )
+    h.clock.advance(timedelta(seconds=20))
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").reason == (
+        "waking: 1 running, 0 healthy target(s); traffic stays at the activator"
+    )
+    assert (await forwards(seed_aws, alb))["default"] == {"activator"}
+    # the task registers with its target group, as ECS does
+    await seed_aws.call(
+        "elbv2",
+        "RegisterTargets",
+        REGION,
+        TargetGroupArn=alb.service_group,
+        Targets=[{"Id": "10.0.1.10", "Port": 80}],
+    )
+    h.clock.advance(timedelta(seconds=20))
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "route_to_service"
+    assert await forwards(seed_aws, alb) == {
+        "default": {"service"},
+        "host": {"service"},
+        "shared": {"service", "other"},
+    }
+    record = (await FileStateStore(str(h.state_path)).load()).records["demo"]
+    assert record.routes.switched == ()
+    assert record.idle.wake_started_at is None
+    assert h.metric("infra_controller_wakes_total", environment="demo", source="api") == 1
+    assert h.metric("infra_controller_wake_duration_seconds_count", environment="demo") == 1
+    assert h.metric("infra_controller_wake_duration_seconds_sum", environment="demo") == 40
+
+
+async def test_a_crash_between_recording_and_switching_is_finished_by_the_next_pass(
+    make_controller: MakeController,
+    seed_aws: AwsClients,
+    stack: DemoStack,
+    alb: Alb,
+    proxy: FaultProxy,
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await sleep_it(h)
+    proxy.set(Fault("reset", "ModifyListener"))
+    report = await h.controller.reconcile_once()
+    assert report.results["demo"] == "error"
+    record = (await FileStateStore(str(h.state_path)).load()).records["demo"]
+    assert len(record.routes.switched) == 2  # recorded before the first change
+    assert (await forwards(seed_aws, alb))["default"] == {"service"}
+    proxy.clear()
+    h.clock.advance(timedelta(minutes=1))
+    await h.controller.reconcile_once(request=None)
+    await h.controller.reconcile_once()
+    assert await forwards(seed_aws, alb) == {
+        "default": {"activator"},
+        "host": {"activator"},
+        "shared": {"service", "other"},
+    }
+
+
+async def test_routes_left_at_the_activator_are_sent_back_when_it_is_turned_off(
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, alb: Alb
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await sleep_it(h)
+    await h.controller.reconcile_once()
+    assert (await forwards(seed_aws, alb))["host"] == {"activator"}
+    # the operator turns the activator off: the same state file, no activator settings
+    restarted = make_controller(desired(stack, wake="manual"))
+    report = await restarted.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "route_to_service"
+    assert (await forwards(seed_aws, alb))["default"] == {"service"}
