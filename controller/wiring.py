@@ -25,7 +25,7 @@ from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.pass_engine import AnyReconciler, PassEngine
 from controller.engine.reporter import Reporter
-from reconcilers.idle.decision import wake_refusal
+from reconcilers.idle.decision import activator_wake, wake_refusal
 from reconcilers.idle.reconciler import IdleReconciler
 from reconcilers.interface import Observer
 from reconcilers.power.reconciler import PowerReconciler
@@ -143,5 +143,6 @@ def build_controller(
         metrics,
         clock,
         wake_refusal=wake_refusal,  # the idle policy is the one that wakes services
+        activator_wake=activator_wake,
         closers=(aws.close,),
     )

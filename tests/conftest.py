@@ -32,6 +32,7 @@ from controller.wiring import build_controller
 from tests.fault_proxy import FaultProxy
 
 REGION = "eu-west-3"
+pytest_plugins = ["tests.alb"]  # the `alb` fixture
 
 
 @contextlib.contextmanager

@@ -42,6 +42,11 @@ class IdleRecord:
     # the service has a running task behind healthy targets
     wake_started_at: AwareDatetime | None = None
     wake_source: str | None = None
+    wake_seconds: tuple[float, ...] = ()  # how long the last wakes took (newest last)
+
+    def expected_wake(self, default: timedelta) -> timedelta:
+        """The median of the last wakes, or `default` before there is one."""
+        return timedelta(seconds=float(median(self.wake_seconds))) if self.wake_seconds else default
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from controller.core.records import Overrides, Suspension
 from controller.core.settings import Settings
 from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
+from controller.engine.activator_wakes import ActivatorWakes
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import effective
@@ -31,6 +32,7 @@ from controller.engine.passes import PassReport, PassRequest
 from controller.engine.reporter import Reporter
 from controller.engine.scheduler import Scheduler
 from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
+from reconcilers.interface import Decision
 
 log = structlog.get_logger("infra_controller")
 
@@ -49,6 +51,7 @@ class Controller:
         metrics: ControllerMetrics,
         clock: Clock,
         wake_refusal: Callable[[Environment], str | None],
+        activator_wake: Callable[[Environment, str], Decision | None] = lambda spec, why: None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.settings = settings
@@ -64,6 +67,16 @@ class Controller:
         self._pass_lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
         self._snapshot = Snapshot(tracker.view(), settings.dry_run, clock.now())
+        # requests at the activator: wakes made at once, outside the passes
+        self.activator = ActivatorWakes(
+            engine,
+            clock,
+            self.snapshot,
+            self.request_pass,
+            wake_refusal,
+            activator_wake,
+            settings.dry_run,
+        )
 
     # ---- what readers see ----
 
@@ -250,6 +263,7 @@ class Controller:
         try:
             await self._scheduler.run(stop, self._watch_source)
         finally:
+            await self.activator.close()
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
         log.info("controller stopped")
 
@@ -268,6 +282,7 @@ class Controller:
     async def close(self, stop_runs: bool = False) -> None:
         """Release clients and caches. `stop_runs`: also stop Terraform runs in flight (a
         one-shot command leaves them running: the next pass reads their outcome)."""
+        await self.activator.close()
         if stop_runs:
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
         for closer in self._closers:

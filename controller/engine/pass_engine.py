@@ -20,7 +20,7 @@ import structlog
 
 from controller.core.aws import NoRegion
 from controller.core.clock import Clock
-from controller.core.desired_state import DesiredState
+from controller.core.desired_state import DesiredState, Environment
 from controller.core.state_store import StateStoreError, StoreConflict
 from controller.engine.cloudwatch import ServiceCount
 from controller.engine.memory import StateMemory
@@ -148,9 +148,11 @@ class PassEngine:
             except NoRegion as exc:
                 outcomes[name] = self._failed(name, runtime, now, str(exc))
                 continue
+            woken, runtime.woken_outside_pass = runtime.woken_outside_pass, None
             contexts.append(
                 EnvironmentContext(
                     name=name,
+                    woken_outside_pass=woken,
                     spec=effective(spec, record),  # the policies see the overrides applied
                     region=region,
                     record=record,
@@ -271,6 +273,28 @@ class PassEngine:
         if outcome.performed and outcome.last_action is not None:
             runtime.last_action = outcome.last_action
         return context.after(outcome)
+
+    async def act_outside_pass(
+        self, name: str, spec: Environment, reconciler_name: str, decision: Decision
+    ) -> None:
+        """One change decided outside a pass (a request at the activator), made and reported
+        as a pass makes it. Its record is not written: the next pass, which this change
+        does not conflict with, observes the result and records it."""
+        reconciler = next(r for r in self.reconcilers if r.name == reconciler_name)
+        runtime = self.runtime(name)
+        now = self.clock.now()
+        context = EnvironmentContext(
+            name=name,
+            spec=spec,
+            region=self._region(spec.region),
+            record=self.memory.record(name),
+            facts=runtime.facts,
+        )
+        with structlog.contextvars.bound_contextvars(environment=name, reconcile_id=None):
+            self.reporter.decided(((reconciler_name, decision),), runtime.facts, False)
+            after = await self._act(reconciler, context, decision, runtime, now)
+        runtime.facts = after.facts
+        runtime.woken_outside_pass = runtime.woken_outside_pass or now
 
     def _failed(
         self, name: str, runtime: EnvironmentRuntime, now: datetime, error: str

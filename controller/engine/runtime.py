@@ -33,6 +33,9 @@ class EnvironmentRuntime:
     wakes_requested: int = 0
     wakes_before_pass: int = 0  # those asked before the current pass observed
     wakes_satisfied: int = 0
+    # a wake the activator made between passes: when its first request came (the next pass
+    # takes it, to time the wake from there)
+    woken_outside_pass: datetime | None = None
 
     @property
     def wake_pending(self) -> bool:

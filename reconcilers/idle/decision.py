@@ -15,6 +15,7 @@ from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
 from controller.core.records import IdleRecord, PowerState
 from reconcilers.interface import (
+    AttributeValue,
     Condition,
     Decision,
     EnvironmentContext,
@@ -258,16 +259,9 @@ def decide_in_context(
         power_state=facts.power_state if spec.terraform is not None else None,
     )
     decision = decide(spec, observation, now)
-    change = {}
-    if decision.changes_aws and spec.service is not None:
-        change = {
-            "operation": "ecs:UpdateService",
-            "cluster": spec.service.cluster,
-            "service": spec.service.name,
-            "desired_count": decision.desired_count,
-        }
     return replace(
         decision,
+        change=_change(spec, decision),
         record=replace(context.record, idle=record),
         facts=replace(
             facts,
@@ -275,10 +269,31 @@ def decide_in_context(
             service_scaled_to=decision.desired_count if decision.changes_aws else None,
         ),
         conditions=_conditions(decision, service),
-        change=change,
         satisfies_wake=context.wake_requested
         and (decision.action == "scale_up" or (service is not None and service.awake)),
     )
+
+
+def activator_wake(environment: Environment, reason: str) -> IdleDecision | None:
+    """The scale-up a request at the activator asks for, at once and outside a pass; None when
+    the environment is not one to wake (the same refusals as a wake through the API)."""
+    idle = environment.idle
+    if wake_refusal(environment) is not None or idle is None or idle.wake != "on-request":
+        return None
+    decision = _scale_up(reason, idle.active_count, "activator")
+    return replace(decision, change=_change(environment, decision))
+
+
+def _change(spec: Environment, decision: IdleDecision) -> dict[str, AttributeValue]:
+    """The fields of the `aws change` line logged before the change is made."""
+    if not decision.changes_aws or spec.service is None:
+        return {}
+    return {
+        "operation": "ecs:UpdateService",
+        "cluster": spec.service.cluster,
+        "service": spec.service.name,
+        "desired_count": decision.desired_count,
+    }
 
 
 def _conditions(decision: IdleDecision, service: ServiceState | None) -> tuple[Condition, ...]:

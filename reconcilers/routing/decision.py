@@ -27,6 +27,7 @@ from reconcilers.routing.actions import as_text, comparable, forwarded_to, from_
 
 RoutingAction = Literal["none", "route_to_activator", "route_to_service"]
 RouteKey = tuple[str, str | None]
+WAKE_HISTORY = 5  # wakes whose duration sets the wait the activator announces
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def wake_progress(
         f"serving {format_duration(took)} after the wake signal ({idle.wake_source})",
         attributes={"source": idle.wake_source, "duration_seconds": took.total_seconds()},
     )
-    return replace(idle, wake_started_at=None, wake_source=None), (event,)
+    history = (*idle.wake_seconds, took.total_seconds())[-WAKE_HISTORY:]
+    return replace(idle, wake_started_at=None, wake_source=None, wake_seconds=history), (event,)
 
 
 def needs(context: EnvironmentContext, activator: str | None) -> tuple[bool, bool]:

@@ -1,0 +1,152 @@
+"""The activator through real HTTP: a request for a sleeping environment wakes it at once (one
+UpdateService however many requests), every visitor gets a waiting page, an unknown host wakes
+nothing, and the wake is timed from its first request to a healthy target."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from controller.activator_server import start_activator
+from controller.core.aws import AwsClients
+from controller.http_api import bound_port
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from tests.alb import Alb, activator_settings, forwards
+from tests.conftest import REGION, Harness, MakeController, desired_count
+from tests.waiting import until
+
+pytestmark = pytest.mark.integration
+
+
+def desired(stack: DemoStack, extra: str = "") -> str:
+    return (
+        "version: 1\nenvironments:\n  demo:\n    power: on\n"
+        f"{extra}    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
+        "    idle: {after: 5m, wake: on-request, hosts: [www.example.org]}\n"
+    )
+
+
+@pytest.fixture
+async def stack(seed_aws: AwsClients) -> DemoStack:
+    (demo,) = await create_demo_stack(seed_aws, REGION)
+    return demo
+
+
+class Activator:
+    def __init__(self, h: Harness, url: str, session: aiohttp.ClientSession) -> None:
+        self.h, self.url, self.session = h, url, session
+
+    async def get(
+        self, host: str, accept: str = "text/html", client: str = "203.0.113.7"
+    ) -> tuple[int, dict[str, str], str]:
+        headers = {"Host": host, "Accept": accept, "X-Forwarded-For": client}
+        async with self.session.get(self.url + "/some/page", headers=headers) as r:
+            return r.status, dict(r.headers), await r.text()
+
+
+@pytest.fixture
+async def asleep(
+    make_controller: MakeController, stack: DemoStack, alb: Alb
+) -> AsyncIterator[Activator]:
+    """The demo environment scaled to zero, its routes at the activator, which listens."""
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "route_to_activator"
+    runner = await start_activator(h.controller, "127.0.0.1", 0)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Activator(h, f"http://127.0.0.1:{bound_port(runner)}", session)
+    await runner.cleanup()
+
+
+async def test_a_request_wakes_the_environment_at_once_and_gets_a_waiting_page(
+    asleep: Activator, seed_aws: AwsClients, stack: DemoStack
+) -> None:
+    h = asleep.h
+    status, headers, body = await asleep.get("app.example.com")  # the rule's host condition
+    assert status == 503
+    assert headers["Retry-After"] == "5"
+    assert headers["Cache-Control"] == "no-store"
+    assert "<title>demo is waking up</title>" in body
+    assert 'http-equiv="refresh"' in body
+    assert "http://" not in body and "https://" not in body  # no external assets
+    await until(lambda: h.calls("UpdateService") == 2)  # the scale to zero, then the wake
+    assert await desired_count(seed_aws, stack) == 1
+    assert h.metric("infra_controller_wakes_total", environment="demo", source="activator") == 1
+    assert h.metric("infra_controller_actions_total", environment="demo", action="scale_up") == 1
+
+
+async def test_a_burst_of_requests_wakes_the_service_once(
+    asleep: Activator, seed_aws: AwsClients
+) -> None:
+    answers = await asyncio.gather(
+        *(asleep.get("www.example.org", client=f"198.51.100.{i % 250}") for i in range(1000))
+    )
+    assert {status for status, _, _ in answers} == {503}
+    await until(lambda: asleep.h.calls("UpdateService") == 2)
+    await asyncio.sleep(0)  # nothing more is on its way
+    assert asleep.h.calls("UpdateService") == 2
+
+
+async def test_json_is_answered_to_a_client_that_asks_for_it(asleep: Activator) -> None:
+    status, headers, body = await asleep.get("www.example.org", accept="application/json")
+    assert status == 503
+    assert headers["Content-Type"].startswith("application/json")
+    assert '"status": "waking"' in body and '"environment": "demo"' in body
+
+
+async def test_an_unknown_host_gets_404_and_wakes_nothing(asleep: Activator) -> None:
+    status, _, body = await asleep.get("not-ours.example.net")
+    assert status == 404
+    assert "No environment answers for not-ours.example.net" in body
+    assert asleep.h.calls("UpdateService") == 1  # only the scale to zero
+
+
+async def test_one_client_past_its_rate_gets_429(asleep: Activator) -> None:
+    answers = [await asleep.get("not-ours.example.net", client="192.0.2.1") for _ in range(25)]
+    assert [s for s, _, _ in answers].count(429) >= 4
+
+
+async def test_a_suspended_environment_is_not_woken(
+    make_controller: MakeController, stack: DemoStack, alb: Alb
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    await h.controller.reconcile_once()
+    await h.controller.suspend("demo", "maintenance", wait=5)
+    answer = h.controller.activator.request("demo", "www.example.org")
+    assert (answer.waking, answer.reason) == (False, "the environment is suspended")
+    assert h.calls("UpdateService") == 1
+
+
+async def test_the_wake_is_timed_from_its_first_request_and_the_routes_come_back(
+    asleep: Activator, seed_aws: AwsClients, alb: Alb
+) -> None:
+    h = asleep.h
+    await asleep.get("app.example.com")
+    await until(lambda: h.calls("UpdateService") == 2)
+    h.clock.advance(timedelta(seconds=10))
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").reason.startswith("waking: 1 running, 0 healthy")
+    await seed_aws.call(
+        "elbv2",
+        "RegisterTargets",
+        REGION,
+        TargetGroupArn=alb.service_group,
+        Targets=[{"Id": "10.0.1.10", "Port": 80}],
+    )
+    h.clock.advance(timedelta(seconds=25))
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "route_to_service"
+    assert (await forwards(seed_aws, alb))["default"] == {"service"}
+    assert h.metric("infra_controller_wake_duration_seconds_sum", environment="demo") == 35
+    # the next sleep announces what this wake took
+    expected = h.controller.snapshot().environments["demo"].record.idle.wake_seconds
+    assert expected == (35.0,)
