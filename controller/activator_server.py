@@ -13,12 +13,21 @@ import html
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
 
+from controller.activator_registration import (
+    ActivatorTarget,
+    RegistrationError,
+    deregister,
+    register,
+    task_address,
+)
+from controller.core.aws import AwsClients
 from controller.engine.activator_wakes import WaitingAnswer
 from controller.engine.controller import Controller
 from controller.http_guard import (
@@ -186,3 +195,37 @@ async def start_activator(controller: Controller, host: str, port: int) -> web.A
     await site.start()
     log.info("activator listening", address=f"{host}:{port}", max_connections=guard.max_connections)
     return runner
+
+
+@asynccontextmanager
+async def activator_running(
+    controller: Controller, metadata_uri: str | None
+) -> AsyncIterator[web.AppRunner | None]:
+    """The activator while the daemon runs, when configured: listening, and on ECS registered
+    in its target group (left at shutdown). A registration that fails is logged; the activator
+    still serves whatever reaches it (a target registered by Terraform, for example)."""
+    settings = controller.settings
+    if settings.activator_addr is None or settings.activator_target_group is None:
+        yield None
+        return
+    host, _, port = settings.activator_addr.rpartition(":")
+    runner = await start_activator(controller, host.strip("[]"), int(port))
+    target: ActivatorTarget | None = None
+    aws: AwsClients | None = None
+    try:
+        if metadata_uri:
+            try:
+                address = await task_address(metadata_uri)
+                target = ActivatorTarget(settings.activator_target_group, address, int(port))
+                aws = AwsClients(target.region)
+                await register(aws, target)
+            except RegistrationError as exc:
+                log.error("activator not registered in its target group", error=str(exc))
+                target = None
+        yield runner
+    finally:
+        if aws is not None:
+            if target is not None:
+                await deregister(aws, target)
+            await aws.close()
+        await runner.cleanup()

@@ -10,11 +10,13 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from controller.activator_server import start_activator
+from controller.activator_server import activator_running, start_activator
 from controller.core.aws import AwsClients
 from controller.http_api import bound_port
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.emulator import free_port
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
 from tests.waiting import until
@@ -150,3 +152,41 @@ async def test_the_wake_is_timed_from_its_first_request_and_the_routes_come_back
     # the next sleep announces what this wake took
     expected = h.controller.snapshot().environments["demo"].record.idle.wake_seconds
     assert expected == (35.0,)
+
+
+async def test_on_ecs_the_activator_registers_in_its_target_group_and_leaves_at_shutdown(
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, alb: Alb
+) -> None:
+    metadata = web.Application()
+
+    async def task(request: web.Request) -> web.Response:
+        network = {"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.9.9"]}
+        return web.json_response({"Containers": [{"Name": "controller", "Networks": [network]}]})
+
+    metadata.router.add_get("/v4/abc/task", task)
+    server = web.AppRunner(metadata)
+    await server.setup()
+    site = web.TCPSite(server, "127.0.0.1", 0)
+    await site.start()
+    port = free_port()
+    settings = activator_settings(alb) | {"activator_addr": f"127.0.0.1:{port}"}
+    h = make_controller(desired(stack), **settings)
+
+    async def targets() -> list[tuple[str, int]]:
+        answer = await seed_aws.call(
+            "elbv2", "DescribeTargetHealth", REGION, TargetGroupArn=alb.activator_group
+        )
+        return [
+            (t["Target"]["Id"], t["Target"]["Port"])
+            for t in answer["TargetHealthDescriptions"]
+            if t["TargetHealth"]["State"] == "healthy"
+        ]
+
+    try:
+        url = f"http://127.0.0.1:{bound_port(server)}/v4/abc"
+        async with activator_running(h.controller, url) as runner:
+            assert runner is not None and bound_port(runner) == port
+            assert await targets() == [("10.0.9.9", port)]
+        assert await targets() == []
+    finally:
+        await server.cleanup()
