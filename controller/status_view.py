@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.core.clock import utc_iso
+from controller.engine.activator_wakes import DEFAULT_WAKE
 from controller.engine.overrides import suspension
 from controller.engine.passes import summarise
 from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
@@ -66,10 +67,30 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
         },
         "last_action": dict(env.last_action) if env.last_action else None,
         "suspended": _suspended(env),
+        "traffic": _traffic(env),
         "conditions": _conditions(env),
         "endpoint": env.facts.endpoint,
         "last_reconciled_at": utc_iso(env.last_update),
         "wake_pending": env.wake_pending,
+    }
+
+
+def _traffic(env: EnvironmentSnapshot) -> dict[str, Any] | None:
+    """Where the load balancer sends the service's traffic, for an environment the activator
+    can wake (None otherwise)."""
+    idle = env.spec.idle
+    routes = env.record.routes
+    if (idle is None or idle.wake != "on-request") and not routes.switched:
+        return None
+    wake = env.record.idle
+    return {
+        "to": "activator" if routes.switched else "service",
+        "switched_routes": len(routes.switched),
+        "switched_at": utc_iso(routes.switched_at),
+        "hosts": sorted({*(idle.hosts if idle else ()), *env.facts.hosts}),
+        "wake_started_at": utc_iso(wake.wake_started_at),
+        "wake_source": wake.wake_source,
+        "expected_wake_seconds": round(wake.expected_wake(DEFAULT_WAKE).total_seconds()),
     }
 
 

@@ -262,7 +262,9 @@ def decide_in_context(
         )
         routes = None if would.changes_aws else routes
     kept = replace(record, idle=idle, routes=routes if routes is not None else record.routes)
-    recorded = {(e.listener_arn, e.rule_arn) for e in kept.routes.switched}
+    recorded = {
+        (e.listener_arn, e.rule_arn) for e in (*record.routes.switched, *kept.routes.switched)
+    }
     own = set(service.target_group_arns) if service is not None else set()
     hosts = tuple(
         sorted(
@@ -278,7 +280,7 @@ def decide_in_context(
         decision,
         record=kept,
         events=events,
-        facts=replace(facts, hosts=hosts) if hosts else None,
+        facts=replace(facts, hosts=hosts),
         conditions=_conditions(decision, kept),
         change=_change(decision),
     )

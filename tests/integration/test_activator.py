@@ -76,6 +76,7 @@ async def test_a_request_wakes_the_environment_at_once_and_gets_a_waiting_page(
     assert headers["Retry-After"] == "5"
     assert headers["Cache-Control"] == "no-store"
     assert "<title>demo is waking up</title>" in body
+    assert h.status()["environments"]["demo"]["traffic"]["to"] == "activator"
     assert 'http-equiv="refresh"' in body
     assert "http://" not in body and "https://" not in body  # no external assets
     await until(lambda: h.calls("UpdateService") == 2)  # the scale to zero, then the wake
@@ -152,6 +153,16 @@ async def test_the_wake_is_timed_from_its_first_request_and_the_routes_come_back
     # the next sleep announces what this wake took
     expected = h.controller.snapshot().environments["demo"].record.idle.wake_seconds
     assert expected == (35.0,)
+    traffic = h.status()["environments"]["demo"]["traffic"]
+    assert traffic == {
+        "to": "service",
+        "switched_routes": 0,
+        "switched_at": None,
+        "hosts": ["app.example.com", "www.example.org"],
+        "wake_started_at": None,
+        "wake_source": None,
+        "expected_wake_seconds": 35,
+    }
 
 
 async def test_on_ecs_the_activator_registers_in_its_target_group_and_leaves_at_shutdown(
