@@ -68,41 +68,32 @@ async def task_address(metadata_uri: str) -> str:
 
 
 async def register(aws: AwsClients, target: ActivatorTarget) -> None:
-    log.info(
-        "aws change",
-        operation="elasticloadbalancing:RegisterTargets",
-        target_group=target.target_group,
-        address=f"{target.address}:{target.port}",
-        reason="the activator starts: the load balancer must reach it",
-    )
     try:
-        await aws.call(
-            "elbv2",
-            "RegisterTargets",
-            target.region,
-            TargetGroupArn=target.target_group,
-            Targets=[target.target],
-        )
+        await _targets(aws, target, "RegisterTargets", "the load balancer must reach the activator")
     except AwsError as exc:
         raise RegistrationError(str(exc)) from exc
 
 
 async def deregister(aws: AwsClients, target: ActivatorTarget) -> None:
     """Best effort: a task that stops is deregistered by ECS health checks anyway."""
-    log.info(
-        "aws change",
-        operation="elasticloadbalancing:DeregisterTargets",
-        target_group=target.target_group,
-        address=f"{target.address}:{target.port}",
-        reason="the activator stops",
-    )
     try:
-        await aws.call(
-            "elbv2",
-            "DeregisterTargets",
-            target.region,
-            TargetGroupArn=target.target_group,
-            Targets=[target.target],
-        )
+        await _targets(aws, target, "DeregisterTargets", "the activator stops")
     except AwsError as exc:
         log.warning("activator not deregistered", error=str(exc))
+
+
+async def _targets(aws: AwsClients, target: ActivatorTarget, operation: str, reason: str) -> None:
+    log.info(
+        "aws change",
+        operation=f"elasticloadbalancing:{operation}",
+        target_group=target.target_group,
+        address=f"{target.address}:{target.port}",
+        reason=reason,
+    )
+    await aws.call(
+        "elbv2",
+        operation,
+        target.region,
+        TargetGroupArn=target.target_group,
+        Targets=[target.target],
+    )

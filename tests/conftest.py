@@ -25,7 +25,7 @@ from controller.desired.source import DesiredStateSource
 from controller.engine.controller import Controller
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
-from controller.sandbox.demo_stack import DemoStack
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import LocalAws
 from controller.status_view import controller_status
 from controller.wiring import build_controller
@@ -259,3 +259,10 @@ async def proxy(
     monkeypatch.setenv("AWS_ENDPOINT_URL", await fault_proxy.start())
     yield fault_proxy
     await fault_proxy.stop()
+
+
+@pytest.fixture
+async def stack(seed_aws: AwsClients) -> DemoStack:
+    """The demo stack (one ALB, cluster and service) in the emulator."""
+    (demo,) = await create_demo_stack(seed_aws, REGION)
+    return demo

@@ -15,7 +15,7 @@ from aiohttp import web
 from controller.activator_server import activator_running, start_activator
 from controller.core.aws import AwsClients
 from controller.http_api import bound_port
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import free_port
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
@@ -30,12 +30,6 @@ def desired(stack: DemoStack, extra: str = "") -> str:
         f"{extra}    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
         "    idle: {after: 5m, wake: on-request, hosts: [www.example.org]}\n"
     )
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 class Activator:

@@ -12,7 +12,7 @@ import pytest
 
 from controller.core.aws import AwsClients
 from controller.engine.passes import PassRequest
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.demo_stack import DemoStack
 from tests.conftest import REGION, ApiFactory
 from tests.waiting import until
 
@@ -32,12 +32,6 @@ def desired(stack: DemoStack) -> str:
       plain:
         power: off
     """
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 async def test_metrics_are_served_in_prometheus_format(

@@ -32,12 +32,6 @@ def desired(stack: DemoStack, name: str = "demo", wake: str = "on-request", extr
     """
 
 
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
-
-
 async def test_idle_service_is_scaled_to_zero_after_idle_after(
     make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack
 ) -> None:

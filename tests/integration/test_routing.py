@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.aws import AwsClients
 from controller.core.state_store import FileStateStore
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.demo_stack import DemoStack
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
 from tests.fault_proxy import Fault, FaultProxy
@@ -25,12 +25,6 @@ def desired(stack: DemoStack, wake: str = "on-request") -> str:
         f"    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
         f"    idle: {{after: 5m, active_count: 1, wake: {wake}}}\n"
     )
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 async def sleep_it(h: Harness) -> None:

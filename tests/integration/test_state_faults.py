@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.core.aws import AwsClients
 from controller.core.state_store import FileStateStore
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
+from controller.sandbox.demo_stack import DemoStack
+from tests.conftest import Harness, MakeController, fake_terraform_behaviour
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -28,12 +27,6 @@ UNREADABLE = {
     "not an object": "[1, 2, 3]",
     "deeply nested": "[" * 100_000,
 }
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 def desired(stack: DemoStack, extra: str = "") -> str:

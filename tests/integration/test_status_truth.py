@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 
 from controller.core.aws import AwsClients
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import free_port
 from controller.sandbox.traffic import send_requests
 from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 def desired(stack: DemoStack, extra: str = "") -> str:

@@ -13,8 +13,8 @@ import pytest
 from controller.core.aws import AwsClients
 from controller.core.clock import utc_iso
 from controller.core.state_store import FileStateStore
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from tests.conftest import REGION, ApiFactory, desired_count
+from controller.sandbox.demo_stack import DemoStack
+from tests.conftest import ApiFactory, desired_count
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
@@ -27,12 +27,6 @@ def desired(stack: DemoStack, suspend: bool = False) -> str:
         f"    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
         "    idle: {after: 5m, wake: manual}\n"
     )
-
-
-@pytest.fixture
-async def stack(seed_aws: AwsClients) -> DemoStack:
-    (demo,) = await create_demo_stack(seed_aws, REGION)
-    return demo
 
 
 async def test_suspend_through_the_api_is_persisted_shown_and_observes_only(
