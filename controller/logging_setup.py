@@ -123,8 +123,9 @@ class _Handler(logging.StreamHandler[TextIO]):
 
 
 # the figures in a reason ("last request 16s ago", "awake for 1m5s"): they change every pass
-# while the decision stays the same
-_FIGURES = re.compile(r"[0-9]+(?:\.[0-9]+)?[a-z]{0,2}")
+# while the decision stays the same. A duration is one figure however many units it has:
+# "59s" and "1m0s" are the same decision.
+_FIGURES = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[a-z]{0,2})+")
 
 
 def decision_key(event_dict: EventDict) -> tuple[Any, ...]:

@@ -188,6 +188,9 @@ def _converge(
 
     observed_state = observed.service_exists is not None
     if spec.terraform is None:
+        if spec.service is not None and not observed_state:  # the read failed: say so
+            why = observed.service_error or "read failed"
+            return result("none", None, f"service state unknown ({why}): power not known", True)
         state = report_only_state(spec, observed.service_exists)
         reason = "no terraform block: power is reported, not acted on"
         return result("none", state, reason, guessed=not observed_state)

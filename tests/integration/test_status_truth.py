@@ -67,8 +67,11 @@ async def test_the_time_since_the_last_request_is_never_negative(
     h: Harness = make_controller(desired(stack))
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(seconds=30))
-    # a request in the current minute: its bucket ends after now
-    await send_requests(seed_aws, stack, 2, h.clock.now() - timedelta(seconds=1))
+    # a request in the current minute (never the one before): its bucket ends after now
+    now = h.clock.now()
+    await send_requests(
+        seed_aws, stack, 2, max(now.replace(second=0, microsecond=0), now - timedelta(seconds=1))
+    )
     await h.controller.reconcile_once()
     assert h.status()["environments"]["web"]["service"]["seconds_since_last_request"] == 0
 

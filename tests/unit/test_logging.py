@@ -1,5 +1,6 @@
 """Logs (contract section 8): one JSON object per line, the libraries' records included, and no
-flood from a library repeating itself."""
+flood from a library repeating itself; on the console, short lines and each environment's
+decision when it changes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 import structlog
 
-from controller.logging_setup import configure_logging
+from controller.logging_setup import configure_logging, quiet_events
 from tests.conftest import logging_restored
 
 Configure = Callable[..., io.StringIO]  # configure(**configure_logging keywords) -> the stream
@@ -126,3 +128,160 @@ def test_configuring_again_replaces_the_previous_output(configure: Configure) ->
     structlog.get_logger("infra_controller").info("once too")
     assert first.getvalue() == ""
     assert [line["event"] for line in records(second)] == ["once", "once too"]
+
+
+# ---- what the console shows, and what JSON keeps ----
+
+Clock = list[float]  # a settable wall clock: clock[0] is "now", in seconds since the epoch
+
+
+@pytest.fixture
+def console() -> Iterator[Callable[..., tuple[io.StringIO, Clock]]]:
+    def make(**options: Any) -> tuple[io.StringIO, Clock]:
+        stream, now = io.StringIO(), [1_700_000_000.0]
+        configure_logging("console", stream=stream, wall_clock=lambda: now[0], **options)
+        return stream, now
+
+    with logging_restored():
+        yield make
+
+
+def decide(environment: str, action: str, reason: str, **fields: Any) -> None:
+    structlog.get_logger("infra_controller").info(
+        "decision", environment=environment, action=action, reason=reason, **fields
+    )
+
+
+def shown(stream: io.StringIO) -> list[str]:
+    """The console lines without their time of day."""
+    lines = stream.getvalue().splitlines()
+    for line in lines:
+        assert re.match(r"\d\d:\d\d:\d\d ", line), line  # seconds: no fraction, no date
+    return [" ".join(line.split()[1:]) for line in lines]
+
+
+def test_the_console_shows_a_decision_when_it_changes_not_when_only_its_figures_do(
+    console: Callable[..., tuple[io.StringIO, Clock]],
+) -> None:
+    stream, now = console(still_every=60.0)
+    decide("demo", "none", "awake for 5s, less than idle.after 5m")
+    now[0] += 10
+    decide("demo", "none", "awake for 1m5s, less than idle.after 5m")  # one figure, two units
+    now[0] += 10
+    decide("demo", "scale_to_zero", "no requests for 5m2s")
+    now[0] += 10
+    decide("demo", "none", "last request 3s ago")
+    now[0] += 10
+    decide("demo", "none", "last request 13s ago")
+    assert shown(stream) == [
+        "demo none awake for 5s, less than idle.after 5m",
+        "demo scale_to_zero no requests for 5m2s",
+        "demo none last request 3s ago",
+    ]
+
+
+def test_an_unchanged_decision_shows_again_as_still_once_a_minute(
+    console: Callable[..., tuple[io.StringIO, Clock]],
+) -> None:
+    stream, now = console(still_every=60.0)
+    decide("demo", "none", "last request 1s ago")
+    now[0] += 59
+    decide("demo", "none", "last request 1m ago")  # within the minute: dropped
+    now[0] += 1
+    decide("demo", "none", "last request 1m1s ago")
+    now[0] += 30
+    decide("demo", "none", "last request 1m31s ago")  # a minute after the "still": dropped
+    decide("staging", "scale_to_zero", "no requests for 6m", dry_run=True)
+    now[0] += 60
+    decide("staging", "scale_to_zero", "no requests for 7m", dry_run=True)
+    assert shown(stream) == [
+        "demo none last request 1s ago",
+        "demo still waiting last request 1m1s ago",
+        "staging scale_to_zero no requests for 6m (dry run: not done)",
+        "staging still scale_to_zero no requests for 7m (dry run: not done)",
+    ]
+
+
+def test_each_environment_has_its_own_last_decision_on_the_console(
+    console: Callable[..., tuple[io.StringIO, Clock]],
+) -> None:
+    stream, now = console(still_every=60.0)
+    for second in range(3):
+        now[0] += 1
+        decide("a", "none", f"last request {second}s ago")
+        decide("b", "none", "power is off: the idle policy does nothing")
+    decide("b", "wake", "1 request(s) answered 503 by the load balancer while asleep")
+    decide("a", "none", "last request 4s ago")
+    assert shown(stream) == [
+        "a none last request 0s ago",
+        "b none power is off: the idle policy does nothing",
+        "b wake 1 request(s) answered 503 by the load balancer while asleep",
+    ]
+
+
+def test_json_keeps_every_decision_line(configure: Configure) -> None:
+    now = [1_700_000_000.0]
+    stream = configure(wall_clock=lambda: now[0], still_every=60.0)
+    for second in range(3):
+        now[0] += 1
+        decide("demo", "none", f"last request {second}s ago")
+    lines = records(stream)
+    assert [line["reason"] for line in lines] == [f"last request {s}s ago" for s in range(3)]
+    assert not [line for line in lines if any(key.startswith("_") for key in line)]
+
+
+def test_a_console_line_is_short_and_leaves_out_the_pass_context(
+    console: Callable[..., tuple[io.StringIO, Clock]],
+) -> None:
+    stream, _ = console()
+    structlog.contextvars.bind_contextvars(
+        reconcile_id="b879065ce543", revision="sha256:f33200387be7", environment="demo"
+    )
+    log = structlog.get_logger("infra_controller")
+    log.info("terraform run finished", operation="apply", detail="line one\nline two")
+    log.error("terraform diagnostic", summary="x" * 1000)
+    text = stream.getvalue()
+    assert "b879065ce543" not in text
+    assert "sha256:f33200387be7" not in text
+    finished, diagnostic = shown(stream)
+    assert finished == 'demo terraform run finished operation=apply detail="line one line two"'
+    assert diagnostic == f"demo error: terraform diagnostic summary={'x' * 157}..."
+
+
+def test_json_timestamps_are_utc_to_the_millisecond(configure: Configure) -> None:
+    stream = configure(wall_clock=lambda: 1_700_000_000.123456)
+    structlog.get_logger("infra_controller").info("listening")
+    logging.getLogger("aiohttp.server").warning("a library line")
+    assert [line["timestamp"] for line in records(stream)] == ["2023-11-14T22:13:20.123Z"] * 2
+
+
+def test_a_one_shot_command_logs_no_retry_it_will_not_make(configure: Configure) -> None:
+    log = structlog.get_logger("infra_controller")
+    daemon = configure()
+    log.warning("environment failed", error="no AWS region", failures=1, retry_in="5s")
+    one_shot = configure(one_shot=True)
+    log.warning("environment failed", error="no AWS region", failures=1, retry_in="5s")
+    assert records(daemon)[0]["retry_in"] == "5s"
+    (line,) = records(one_shot)
+    assert "retry_in" not in line
+    assert (line["error"], line["failures"]) == ("no AWS region", 1)
+
+
+async def test_quiet_events_are_dropped_in_their_context_and_its_tasks_only(
+    configure: Configure,
+) -> None:
+    stream = configure()
+    log = structlog.get_logger("infra_controller")
+
+    async def in_a_task() -> None:
+        log.error("desired state invalid", problem="from a task")
+
+    with quiet_events("desired state invalid"):
+        log.error("desired state invalid", problem="printed by the command instead")
+        log.info("desired state loaded")
+        await asyncio.create_task(in_a_task())
+    log.error("desired state invalid", problem="a later revision")
+    assert [(line["event"], line.get("problem")) for line in records(stream)] == [
+        ("desired state loaded", None),
+        ("desired state invalid", "a later revision"),
+    ]

@@ -287,3 +287,10 @@ def test_a_guessed_state_is_reported_but_never_recorded() -> None:
     assert (reported.state, reported.power_record.state) == ("RUNNING", None)
     seen = decide_power(plain.model_copy(update={"power": "off"}), obs(exists=False), NOW)
     assert (seen.state, seen.power_record.state) == ("STOPPED", "STOPPED")  # observed: recorded
+
+
+def test_without_terraform_a_failed_service_read_fails_the_environment() -> None:
+    plain = Environment.model_validate({"power": "on", "service": {"cluster": "c", "name": "s"}})
+    decision = decide_power(plain, obs(exists=None, service_error="AccessDenied"), NOW)
+    assert (decision.state, decision.unknown) == (None, True)
+    assert decision.reason == "service state unknown (AccessDenied): power not known"
