@@ -5,8 +5,11 @@ nothing, and the wake is timed from its first request to a healthy target."""
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,6 +22,7 @@ from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import free_port
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
+from tests.processes import interrupt_and_read_logs, start_daemon, wait_for_http
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -195,3 +199,26 @@ async def test_on_ecs_the_activator_registers_in_its_target_group_and_leaves_at_
         assert await targets() == []
     finally:
         await server.cleanup()
+
+
+def test_the_daemon_serves_the_activator_on_its_own_port(
+    tmp_path: Path, stack: DemoStack, alb: Alb
+) -> None:
+    (tmp_path / "desired_state.yaml").write_text(desired(stack))
+    port, activator = free_port(), free_port()
+    env = {
+        "CONTROLLER_ACTIVATOR_ADDR": f"127.0.0.1:{activator}",
+        "CONTROLLER_ACTIVATOR_TARGET_GROUP": alb.activator_group,
+    }
+    proc = start_daemon(tmp_path, port, env=env)
+    try:
+        wait_for_http(port, proc)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{activator}/", headers={"Host": "unknown.example.net"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 404
+    finally:
+        logs = interrupt_and_read_logs(proc)
+    assert any(line["event"] == "activator listening" for line in logs)

@@ -20,9 +20,15 @@ from controller.core.aws import AwsClients
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from controller.sandbox.emulator import LocalAws, free_port
 from tests.conftest import REGION
+from tests.processes import (
+    ROOT,
+    interrupt_and_read_logs,
+    start_daemon,
+    start_sandbox,
+    wait_for_http,
+)
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(
@@ -203,68 +209,14 @@ def test_plan_exits_0_when_nothing_is_to_do(tmp_path: Path, stack: DemoStack) ->
     assert "demo: none (awake for 0s" in result.stdout
 
 
-def _spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`infra-controller ARGS` as a long-running process; its logs (stderr) are kept."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "controller", *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _start_daemon(
-    tmp_path: Path, port: int, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    return _spawn(tmp_path, "run", "--http-addr", f"127.0.0.1:{port}", *extra, env=env)
-
-
-def _start_sandbox(tmp_path: Path, port: int, workdir: Path) -> subprocess.Popen[str]:
-    return _spawn(
-        tmp_path,
-        "sandbox",
-        "--http-addr",
-        f"127.0.0.1:{port}",
-        "--log-format",
-        "json",
-        "--workdir",
-        str(workdir),
-    )
-
-
-def _interrupt_and_read_logs(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
-    """Ctrl-C the process, check it exits 0 in time, and return its JSON log lines."""
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=15) == 0
-    assert proc.stderr is not None
-    return [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
-
-
-def _wait_for_http(port: int, proc: subprocess.Popen[str]) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the daemon did not become ready")
-
-
 def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
     tmp_path: Path, stack: DemoStack
 ) -> None:
     (tmp_path / "desired_state.yaml").write_text(desired(stack))
     port = free_port()
-    proc = _start_daemon(tmp_path, port, env={"CONTROLLER_API_TOKEN": "tok"})
+    proc = start_daemon(tmp_path, port, env={"CONTROLLER_API_TOKEN": "tok"})
     try:
-        _wait_for_http(port, proc)
+        wait_for_http(port, proc)
         url = f"http://127.0.0.1:{port}"
         bare = url.removeprefix("http://")  # host:port, as CONTROLLER_HTTP_ADDR is written
         status = cli("status", "--url", bare, "--output", "json", cwd=tmp_path)
@@ -302,9 +254,9 @@ def test_daemon_serves_status_and_wake_and_exits_0_on_sigterm(
 
 def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws: LocalAws) -> None:
     port = free_port()
-    proc = _start_sandbox(tmp_path, port, tmp_path / "sandbox")
+    proc = start_sandbox(tmp_path, port, tmp_path / "sandbox")
     try:
-        _wait_for_http(port, proc)
+        wait_for_http(port, proc)
         import urllib.request
 
         deadline = time.monotonic() + 30
@@ -317,7 +269,7 @@ def test_sandbox_starts_and_reconciles(tmp_path: Path, local_aws: LocalAws) -> N
             'infra_controller_reconcile_total{environment="demo",reconciler="idle",result="success"}'
             in body
         )
-        logs = _interrupt_and_read_logs(proc)
+        logs = interrupt_and_read_logs(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -359,7 +311,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
 
     port = free_port()
     workdir = tmp_path / "sandbox"
-    proc = _start_sandbox(tmp_path, port, workdir)
+    proc = start_sandbox(tmp_path, port, workdir)
 
     def power() -> str | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as r:
@@ -373,7 +325,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
         assert power() == state
 
     try:
-        _wait_for_http(port, proc)
+        wait_for_http(port, proc)
         wait_for("RUNNING")
         stack = workdir / "infra" / "sandbox-stack.json"  # the stand-in re-reads it every run
         stack.write_text(json.dumps({**json.loads(stack.read_text()), "seconds": 1}))
@@ -382,7 +334,7 @@ def test_sandbox_power_cycle_destroys_and_recreates_the_demo_stack(
         wait_for("STOPPED")
         desired.write_text(desired.read_text().replace("    power: off", "    power: on"))
         wait_for("RUNNING")
-        logs = _interrupt_and_read_logs(proc)
+        logs = interrupt_and_read_logs(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -429,7 +381,7 @@ def test_sigterm_during_the_first_git_fetch_exits_0(tmp_path: Path) -> None:
         silent.listen()
         silent.settimeout(30)
         url = f"git+http://127.0.0.1:{silent.getsockname()[1]}/config.git"
-        proc = _start_daemon(tmp_path, free_port(), "--desired-state", url)
+        proc = start_daemon(tmp_path, free_port(), "--desired-state", url)
         try:
             connection, _ = silent.accept()  # the first fetch has started and now waits
             proc.send_signal(signal.SIGTERM)
@@ -586,9 +538,9 @@ def test_status_prints_a_table_and_the_desired_state_errors(
         )
     )
     port = free_port()
-    proc = _start_daemon(tmp_path, port)
+    proc = start_daemon(tmp_path, port)
     try:
-        _wait_for_http(port, proc)
+        wait_for_http(port, proc)
         first = _poll_status(port, lambda body: body["environments"]["demo"]["last_action"])
         url = f"127.0.0.1:{port}"
         valid = cli("status", "--url", url, cwd=tmp_path)
@@ -648,7 +600,7 @@ def test_remote_commands_suspend_resume_and_print_only_json_with_output_json(
     )
     port = free_port()
     token = {"CONTROLLER_API_TOKEN": "tok"}
-    proc = _start_daemon(tmp_path, port, "--dry-run", env=token)
+    proc = start_daemon(tmp_path, port, "--dry-run", env=token)
     url = f"127.0.0.1:{port}"
 
     def remote(*args: str, token: dict[str, str] = token) -> subprocess.CompletedProcess[str]:
@@ -660,7 +612,7 @@ def test_remote_commands_suspend_resume_and_print_only_json_with_output_json(
         return json.loads(result.stdout)  # the whole of stdout: one JSON document
 
     try:
-        _wait_for_http(port, proc)
+        wait_for_http(port, proc)
         _poll_status(port, lambda body: body["environments"]["demo"]["last_decision"])
         assert "demo" in answer("status")["environments"]
         table = remote("status").stdout.splitlines()
