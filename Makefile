@@ -9,14 +9,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: sandbox test lint typecheck check bench clean
 
-# uv when it is on the machine (much faster), pip otherwise; `make UV=` forces pip
-UV ?= $(shell command -v uv 2>/dev/null)
+# uv installs in seconds where pip takes half a minute or more: the uv on PATH if there is one,
+# else `bootstrap` (pip installs uv into the venv, then uv installs the rest); pip alone if
+# that fails, or with `make UV=`.
+UV ?= $(shell command -v uv 2>/dev/null || echo bootstrap)
 EXTRAS := .[dev,sandbox]
 # ARGS go to the sandbox: make sandbox ARGS="--http-addr 127.0.0.1:9090"
 ARGS ?=
 
-# One line per step and the time taken; each tool's own output (setuptools' warnings included)
-# goes to a log that is shown only if the step fails.
+# One line per step and the time taken; each tool's own output (setuptools' and pip's warnings
+# included) goes to a log that is shown only if the step fails.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
 	@set -e; started=$$(date +%s); log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
@@ -24,15 +26,21 @@ $(STAMP): pyproject.toml
 		echo "$$1"; shift; \
 		"$$@" >"$$log" 2>&1 || { cat "$$log" >&2; echo "failed: $$*" >&2; return 1; }; \
 	}; \
-	python=$$(command -v $(PYTHON)); \
-	if [ -n "$(UV)" ] && step "creating $(VENV) with uv ($$python)" \
+	python=$$(command -v $(PYTHON)); uv="$(UV)"; \
+	if [ "$$uv" = bootstrap ]; then \
+		step "creating $(VENV) ($$python)" "$$python" -m venv $(VENV); \
+		step "installing uv into $(VENV) (it installs the rest faster than pip)" \
+			$(BIN)/python -m pip install --quiet uv && uv=$(BIN)/uv || uv=; \
+	elif [ -n "$$uv" ]; then \
+		step "creating $(VENV) with uv ($$python)" \
 			sh -c 'test -x "$$2/bin/python" || "$$1" venv --quiet --python "$$3" "$$2"' \
-			_ "$(UV)" "$(VENV)" "$$python" && \
-		step "installing the project with its dev and sandbox extras (uv)" \
-			"$(UV)" pip install --quiet --python $(BIN)/python -e '$(EXTRAS)'; then :; \
+			_ "$$uv" "$(VENV)" "$$python" || uv=; \
+	fi; \
+	if [ -n "$$uv" ] && step "installing the project with its dev and sandbox extras (uv)" \
+			"$$uv" pip install --quiet --python $(BIN)/python -e '$(EXTRAS)'; then :; \
 	else \
 		if [ -n "$(UV)" ]; then echo "uv failed (above): installing with pip instead"; fi; \
-		step "creating $(VENV) ($$python)" "$$python" -m venv $(VENV); \
+		step "setting up $(VENV) with pip ($$python)" "$$python" -m venv $(VENV); \
 		step "updating pip" $(BIN)/python -m pip install --quiet --upgrade pip; \
 		step "installing the project with its dev and sandbox extras (pip: a minute or two)" \
 			$(BIN)/python -m pip install --quiet -e '$(EXTRAS)'; \

@@ -331,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reconcile": cli_remote.reconcile,
         "suspend": cli_remote.suspend,
         "resume": cli_remote.resume,
+        "power": cli_remote.power,
     }
     if args.command in remote:
         return asyncio.run(remote[args.command](args))

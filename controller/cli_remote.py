@@ -53,10 +53,20 @@ def add_remote_commands(commands: Any) -> None:
         "suspended)",
     )
     resume.add_argument("environment")
-    for sub in (status, wake, reconcile, suspend, resume):
+    power = commands.add_parser(
+        "power",
+        help="power an environment on or off now, ahead of its schedule and git, until --for "
+        "ends (or the schedule's next change); --clear goes back to the schedule and git",
+    )
+    power.add_argument("environment")
+    power.add_argument("state", nargs="?", choices=["on", "off"])
+    power.add_argument("--for", dest="duration", help="how long, e.g. 2h or 1h30m")
+    power.add_argument("--reason", help="why, shown in status and logs")
+    power.add_argument("--clear", action="store_true", help="remove the override")
+    for sub in (status, wake, reconcile, suspend, resume, power):
         sub.add_argument("--url", help="controller base URL (default from CONTROLLER_HTTP_ADDR)")
         sub.add_argument("--output", choices=["text", "json"], default="text")
-    for sub in (wake, reconcile, suspend, resume):
+    for sub in (wake, reconcile, suspend, resume, power):
         sub.add_argument("--token", help="API token (CONTROLLER_API_TOKEN)")
 
 
@@ -187,6 +197,12 @@ def _next_change(env: dict[str, Any], dry_run: bool) -> str:
     action = (env.get("last_decision") or {}).get("action")
     if dry_run and action not in (None, "none"):
         return f"{action} (dry run)"
+    override = env.get("override") or {}
+    if env.get("power_source") == "override" and override.get("expires_at"):
+        return f"override ends at {_clock(override['expires_at'])}"
+    if env.get("next_change"):
+        after = "off" if env.get("power_in_force") == "on" else "on"
+        return f"power {after} at {_clock(env['next_change'])}"
     return "-"
 
 
@@ -236,13 +252,13 @@ def _clock(iso: str) -> str:
 
 
 async def _post(
-    url: str, token: str | None, body: dict[str, Any] | None = None
+    url: str, token: str | None, body: dict[str, Any] | None = None, method: str = "POST"
 ) -> tuple[int, str] | None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.post(url, headers=headers, json=body, timeout=TIMEOUT) as response,
+            session.request(method, url, headers=headers, json=body, timeout=TIMEOUT) as response,
         ):
             return response.status, await response.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -275,14 +291,15 @@ async def _ask(
     url: str,
     said: str | None,
     body: dict[str, Any] | None = None,
+    method: str = "POST",
 ) -> int:
     """POST `url`; on 202 print `said`, else the server's message (with `--output json`, the
     server's answer with `accepted: true`)."""
-    answer = await _post(url, _token(args), body)
+    answer = await _post(url, _token(args), body, method)
     if answer is None:
         return EXIT_REFUSED
     status, text = answer
-    if status != 202:
+    if status not in (202, 204):
         return _refused(what, status, text)
     if args.output == "json":
         print(json.dumps({"accepted": True, **_answer(text)}))
@@ -318,3 +335,24 @@ async def suspend(args: argparse.Namespace) -> int:
 async def resume(args: argparse.Namespace) -> int:
     # the server says which: resumed, or was not suspended
     return await _ask(args, "resume", _environment_url(args, "resume"), None)
+
+
+async def power(args: argparse.Namespace) -> int:
+    url = _environment_url(args, "power")
+    if args.clear:
+        if args.state or args.duration or args.reason:
+            print(
+                "infra-controller: power --clear takes no state, --for or --reason", file=sys.stderr
+            )
+            return EXIT_REFUSED
+        said = f"{args.environment}: power override cleared; the schedule and git decide again"
+        return await _ask(args, "power", url, said, method="DELETE")
+    if args.state is None:
+        print("infra-controller: power needs on, off or --clear", file=sys.stderr)
+        return EXIT_REFUSED
+    body: dict[str, Any] = {"power": args.state}
+    if args.duration is not None:
+        body["for"] = args.duration
+    if args.reason is not None:
+        body["reason"] = args.reason
+    return await _ask(args, "power", url, None, body)

@@ -10,24 +10,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import re
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.core.clock import utc_iso
-from controller.core.state_store import StateStoreError
 from controller.engine.controller import Controller
 from controller.engine.passes import PassRequest
+from controller.http_common import CONTROLLER_KEY, authorized, error, header_bytes
 from controller.http_guard import (
     ConnectionGuard,
     GuardedSite,
     default_max_connections,
     listen_backlog,
 )
+from controller.http_overrides import add_override_routes
 from controller.status_view import controller_status, seed_status
 
 log = structlog.get_logger("infra_controller.http")
@@ -36,14 +37,8 @@ WEBHOOK_MAX_BYTES = 1024 * 1024
 HEADER_TIMEOUT_SECONDS = 10.0  # request headers complete, and keep-alive idle, within this
 BODY_TIMEOUT_SECONDS = 30.0  # body read and answer written within this (1 MiB at 35 KB/s)
 REMEMBERED_DELIVERIES = 1000
-OVERRIDE_MAX_BYTES = 4096
-SUSPEND_REASON_MAX_CHARS = 200
-DEFAULT_SUSPEND_REASON = "suspended through the API"
-# an override is written between passes: a pass that runs longer gets a 503 and Retry-After
-OVERRIDE_WAIT_SECONDS = 20.0
 WEBHOOK_BODIES_AT_ONCE = 4  # GitHub sends one delivery at a time per hook
 SIGNATURE = re.compile(rb"sha256=[0-9a-f]{64}")
-CONTROLLER_KEY = web.AppKey("controller", Controller)
 BODY_READS_KEY = web.AppKey("webhook_body_reads", asyncio.Semaphore)
 
 
@@ -68,32 +63,6 @@ class RecentDeliveries:
 
 DELIVERIES_KEY = web.AppKey("deliveries", RecentDeliveries)
 GUARD_KEY = web.AppKey("guard", ConnectionGuard)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _header_bytes(request: web.Request, name: str) -> bytes | None:
-    """The header as sent, or None when it cannot be one of ours: aiohttp decodes header bytes
-    as UTF-8 with surrogate escapes, and an undecodable byte is no valid token or signature."""
-    try:
-        return request.headers.get(name, "").encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return None
-
-
-def _authorized(request: web.Request) -> web.Response | None:
-    """None when the request carries the API token; the refusal otherwise."""
-    token = request.app[CONTROLLER_KEY].settings.api_token
-    if token is None:
-        return _error(403, "the API is disabled: set CONTROLLER_API_TOKEN to enable it")
-    scheme, _, given = (_header_bytes(request, "Authorization") or b"").partition(b" ")
-    if scheme.lower() != b"bearer" or not hmac.compare_digest(
-        given.strip(), token.get_secret_value().encode()
-    ):
-        return _error(401, "missing or invalid bearer token")
-    return None
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -128,121 +97,35 @@ async def environment_status(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     env = controller.snapshot().environments.get(name)
     if env is None:
-        return _error(404, f"unknown environment {name!r}")
+        return error(404, f"unknown environment {name!r}")
     return web.json_response(seed_status(env, controller.clock.now()))
 
 
 async def wake(request: web.Request) -> web.Response:
-    if refused := _authorized(request):
+    if refused := authorized(request):
         return refused
     controller = request.app[CONTROLLER_KEY]
     name = request.match_info["name"]
     if not controller.knows(name):
-        return _error(404, f"unknown environment {name!r}")
+        return error(404, f"unknown environment {name!r}")
     if controller.stopping:
-        return _error(503, "shutting down: no pass follows; ask again once restarted")
+        return error(503, "shutting down: no pass follows; ask again once restarted")
     reason = controller.request_wake(name)
     if reason is not None:
-        return _error(409, reason)
+        return error(409, reason)
     return web.json_response({"message": f"waking {name}", "environment": name}, status=202)
-
-
-async def _suspend_reason(request: web.Request) -> str | web.Response:
-    """The `reason` of an optional JSON body `{"reason": "..."}`; the refusal when malformed."""
-    if request.content_length is not None and request.content_length > OVERRIDE_MAX_BYTES:
-        return _error(413, f"body larger than {OVERRIDE_MAX_BYTES} bytes")
-    try:
-        body = await request.content.read(OVERRIDE_MAX_BYTES + 1)
-    except web.RequestPayloadError:  # e.g. a chunked body cut short
-        return _error(400, "malformed body")
-    if len(body) > OVERRIDE_MAX_BYTES:
-        return _error(413, f"body larger than {OVERRIDE_MAX_BYTES} bytes")
-    if not body.strip():
-        return DEFAULT_SUSPEND_REASON
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return _error(400, 'the body must be JSON: {"reason": "..."}')
-    reason = data.get("reason") if isinstance(data, dict) else None
-    if reason is None and isinstance(data, dict) and set(data) <= {"reason"}:
-        return DEFAULT_SUSPEND_REASON
-    if not isinstance(reason, str) or set(data) != {"reason"}:
-        return _error(400, 'the body must be JSON: {"reason": "..."}')
-    reason = " ".join(reason.split())  # one line in logs and status
-    if not reason or len(reason) > SUSPEND_REASON_MAX_CHARS:
-        return _error(400, f"reason: 1 to {SUSPEND_REASON_MAX_CHARS} characters")
-    return reason
-
-
-async def _override(request: web.Request) -> tuple[Controller, str] | web.Response:
-    """The controller and the environment of an override request; the refusal otherwise."""
-    if refused := _authorized(request):
-        return refused
-    controller = request.app[CONTROLLER_KEY]
-    name = request.match_info["name"]
-    if not controller.knows(name):
-        return _error(404, f"unknown environment {name!r}")
-    if controller.stopping:
-        return _error(503, "shutting down; ask again once restarted")
-    return controller, name
-
-
-def _not_written(exc: BaseException) -> web.Response:
-    detail = "a pass is in progress" if isinstance(exc, TimeoutError) else str(exc)
-    response = _error(503, f"not recorded, nothing changed ({detail}); retry")
-    response.headers["Retry-After"] = "5"
-    return response
-
-
-async def suspend(request: web.Request) -> web.Response:
-    """Suspend until `resume`: persisted before the answer (so a restart keeps it)."""
-    target = await _override(request)
-    if isinstance(target, web.Response):
-        return target
-    controller, name = target
-    reason = await _suspend_reason(request)
-    if isinstance(reason, web.Response):
-        return reason
-    try:
-        await controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS)
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
-    body = {"message": f"{name} suspended", "environment": name, "suspended": True}
-    return web.json_response(body, status=202)
-
-
-async def resume(request: web.Request) -> web.Response:
-    """Clear a suspension set through the API; the desired state's `suspend: true` wins."""
-    target = await _override(request)
-    if isinstance(target, web.Response):
-        return target
-    controller, name = target
-    env = controller.snapshot().environments.get(name)
-    if env is not None and env.spec.suspend:
-        return _error(
-            409,
-            f"{name} is suspended by the desired state (suspend: true): change it in git; "
-            "nothing changed",
-        )
-    try:
-        cleared = await controller.resume(name, OVERRIDE_WAIT_SECONDS)
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
-    message = f"{name} resumed" if cleared else f"{name} was not suspended"
-    body = {"message": message, "environment": name, "suspended": False}
-    return web.json_response(body, status=202)
 
 
 async def reconcile(request: web.Request) -> web.Response:
     """A pass now; failed Terraform runs of the environment (or of all) retried at once."""
-    if refused := _authorized(request):
+    if refused := authorized(request):
         return refused
     controller = request.app[CONTROLLER_KEY]
     name = request.query.get("environment") or None
     if controller.stopping:
-        return _error(503, "shutting down: no pass follows; ask again once restarted")
+        return error(503, "shutting down: no pass follows; ask again once restarted")
     if controller.request_retry(name) is not None:
-        return _error(404, f"unknown environment {name!r}")
+        return error(404, f"unknown environment {name!r}")
     body: dict[str, Any] = {"message": "reconcile requested", "environment": name}
     return web.json_response(body, status=202)
 
@@ -251,16 +134,16 @@ async def git_hook(request: web.Request) -> web.Response:
     controller = request.app[CONTROLLER_KEY]
     secret = controller.settings.webhook_secret
     if secret is None:
-        return _error(403, "the webhook is disabled: set CONTROLLER_WEBHOOK_SECRET to enable it")
-    too_large = _error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
+        return error(403, "the webhook is disabled: set CONTROLLER_WEBHOOK_SECRET to enable it")
+    too_large = error(413, f"body larger than {WEBHOOK_MAX_BYTES} bytes")
     if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
         return too_large
-    given = _header_bytes(request, "X-Hub-Signature-256")
+    given = header_bytes(request, "X-Hub-Signature-256")
     if given is None or not SIGNATURE.fullmatch(given):  # no body is read for these
-        return _error(401, "missing or invalid X-Hub-Signature-256")
+        return error(401, "missing or invalid X-Hub-Signature-256")
     reading = request.app[BODY_READS_KEY]
     if reading.locked():  # a few slow senders must not hold every connection
-        return _error(503, "too many webhook deliveries at once; retry")
+        return error(503, "too many webhook deliveries at once; retry")
     async with reading:
         try:
             # the whole body, chunked or not: the app's client_max_size stops it past the limit
@@ -268,10 +151,10 @@ async def git_hook(request: web.Request) -> web.Response:
         except web.HTTPRequestEntityTooLarge:
             return too_large
         except web.RequestPayloadError:
-            return _error(400, "malformed body")
+            return error(400, "malformed body")
     expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(given, b"sha256=" + expected.encode()):
-        return _error(401, "missing or invalid X-Hub-Signature-256")
+        return error(401, "missing or invalid X-Hub-Signature-256")
     delivery = request.headers.get("X-GitHub-Delivery", "")[:128]
     keys = (f"body:{expected}", f"id:{delivery}") if delivery else (f"body:{expected}",)
     if request.app[DELIVERIES_KEY].seen_before(*keys):
@@ -282,9 +165,30 @@ async def git_hook(request: web.Request) -> web.Response:
     return web.json_response({"message": "fetch and reconcile requested"}, status=202)
 
 
+# what a browser page of an allowed origin may read (the earlier system's frontend)
+READABLE_ACROSS_ORIGINS = re.compile(r"/status|/infra/status|/environments/[^/]+/status")
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read endpoints answer an allowed origin (`CONTROLLER_CORS_ORIGINS`); nothing else does."""
+    response = await handler(request)
+    origin = request.headers.get("Origin", "").rstrip("/")
+    if (
+        origin
+        and request.method in ("GET", "HEAD")
+        and READABLE_ACROSS_ORIGINS.fullmatch(request.path)
+        and origin in request.app[CONTROLLER_KEY].settings.allowed_origins
+    ):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
 def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> web.Application:
     app = web.Application(
-        client_max_size=WEBHOOK_MAX_BYTES, middlewares=[guard.middleware] if guard else []
+        client_max_size=WEBHOOK_MAX_BYTES,
+        middlewares=[*([guard.middleware] if guard else []), cors],
     )
     app[CONTROLLER_KEY] = controller
     app[DELIVERIES_KEY] = RecentDeliveries()
@@ -297,8 +201,7 @@ def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> w
     app.router.add_get("/status", status)
     app.router.add_get("/environments/{name}/status", environment_status)
     app.router.add_post("/environments/{name}/wake", wake)
-    app.router.add_post("/environments/{name}/suspend", suspend)
-    app.router.add_post("/environments/{name}/resume", resume)
+    add_override_routes(app)
     app.router.add_post("/reconcile", reconcile)
     app.router.add_post("/hooks/git", git_hook)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.core.clock import utc_iso
 from controller.engine.activator_wakes import DEFAULT_WAKE
-from controller.engine.overrides import suspension
+from controller.engine.overrides import power_in_force, suspension
 from controller.engine.passes import summarise
 from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
 
@@ -54,6 +54,7 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
         # as decided in the last pass (reported even when not recorded), else as recorded
         "power": env.facts.power_state or env.record.power.state,
         "desired_power": env.spec.power,
+        **_power_source(env, now),
         "power_detail": power,
         "current_run": power["current_run"],
         "run_started_at": power["current_run"]["started_at"] if power["current_run"] else None,
@@ -72,6 +73,25 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
         "endpoint": env.facts.endpoint,
         "last_reconciled_at": utc_iso(env.last_update),
         "wake_pending": env.wake_pending,
+    }
+
+
+def _power_source(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
+    """Where the power in force comes from, the override, and the schedule's next change."""
+    in_force = power_in_force(env.spec, env.record, now)
+    override = in_force.override
+    return {
+        "power_in_force": in_force.power,
+        "power_source": in_force.source,
+        "override": None
+        if override is None
+        else {
+            "power": override.power,
+            "reason": override.reason,
+            "set_at": utc_iso(override.set_at),
+            "expires_at": utc_iso(override.expires_at),
+        },
+        "next_change": utc_iso(in_force.next_change),
     }
 
 

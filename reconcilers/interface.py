@@ -78,6 +78,9 @@ class EnvironmentContext:
     dry_run: bool = False  # decide only: nothing may start, not even a resumed run
     # the first request of a wake the activator made since the last pass (it scales up at once)
     woken_outside_pass: datetime | None = None
+    # where the power in force comes from when it is not the desired state's `power` field
+    # (an override, the schedule): said in the power decision's reason
+    power_why: str | None = None
 
     def after(self, effects: Effects) -> EnvironmentContext:
         return replace(

@@ -4,6 +4,7 @@ same `build_controller` the CLI uses."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -23,6 +24,7 @@ from controller.core.clock import ManualClock
 from controller.core.settings import Settings
 from controller.desired.source import DesiredStateSource
 from controller.engine.controller import Controller
+from controller.engine.passes import PassReport
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
@@ -266,3 +268,14 @@ async def stack(seed_aws: AwsClients) -> DemoStack:
     """The demo stack (one ALB, cluster and service) in the emulator."""
     (demo,) = await create_demo_stack(seed_aws, REGION)
     return demo
+
+
+async def pass_until(
+    h: Harness, condition: Callable[[PassReport], bool], limit: float = 15
+) -> PassReport:
+    """Run passes (as the loop would, each interval) until the condition holds."""
+    async with asyncio.timeout(limit):
+        # a subprocess finishes in real time: passes are repeated until it has
+        while not condition(report := await h.controller.reconcile_once()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return report

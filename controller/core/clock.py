@@ -38,6 +38,11 @@ class ManualClock:
         self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
         asyncio.get_running_loop().create_task(self._notify())
 
+    def set(self, at: datetime) -> None:
+        """Put the clock at `at` (a test that needs a given weekday and hour, before its passes)."""
+        self._now = at
+        asyncio.get_running_loop().create_task(self._notify())
+
     async def _notify(self) -> None:
         async with self._moved:
             self._moved.notify_all()

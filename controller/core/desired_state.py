@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from controller.core.durations import Duration
+from controller.core.schedule import Schedule
+from controller.core.schedule_rules import power_schedule_problems
 
 ENVIRONMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # [0-9], not \d: pydantic's regex engine gives \d every Unicode digit
@@ -108,6 +110,9 @@ class IdlePolicy(_Strict):
     after: Duration = Field(description="no ALB request for this long -> desiredCount 0")
     active_count: int = Field(1, ge=1, le=1000, description="desiredCount when awake")
     wake: Literal["manual", "on-request"] = "manual"
+    keep_awake: Schedule | None = Field(
+        None, description="periods inside which the service is never scaled to zero"
+    )
     hosts: list[HostName] = Field(
         default_factory=list,
         max_length=MAX_HOSTS,
@@ -125,9 +130,19 @@ class Environment(_Strict):
     power: PowerSetting
     region: Annotated[str, StringConstraints(pattern=REGION_PATTERN)] | None = None
     suspend: bool = False
+    schedule: Schedule | None = Field(
+        None, description="power is on only inside these periods (with power: on)"
+    )
     terraform: TerraformSpec | None = None
     service: ServiceRef | None = None
     idle: IdlePolicy | None = None
+
+    @model_validator(mode="after")
+    def _schedule_leaves_time_for_runs(self) -> Environment:
+        problems = power_schedule_problems(self.schedule) if self.schedule else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _idle_needs_service(self) -> Environment:

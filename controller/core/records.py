@@ -123,10 +123,24 @@ class Suspension:
 
 
 @dataclass(frozen=True)
+class PowerOverride:
+    """`infra-controller power ENV on|off`: the power in force instead of the schedule's and
+    git's, until it expires, or until a new revision changes the environment's `power`."""
+
+    power: Literal["on", "off"]
+    reason: str
+    set_at: AwareDatetime
+    # `for`, else the schedule's next change when it was set; None: until cleared
+    expires_at: AwareDatetime | None
+    git_power: Literal["on", "off"]  # the desired state's `power` when it was set
+
+
+@dataclass(frozen=True)
 class Overrides:
     """What operators set at runtime, through the API, on top of the desired state."""
 
     suspension: Suspension | None = None
+    power: PowerOverride | None = None
 
 
 @dataclass(frozen=True)

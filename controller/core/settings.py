@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # the load balancer reaches it through; both set, or neither
     activator_addr: str | None = None
     activator_target_group: str | None = None
+    # the environment the earlier system's /infra/* interface acts on (default: the only one)
+    default_environment: str | None = None
+    # origins (comma-separated) whose browsers may read /status and /infra/status (CORS)
+    cors_origins: str = ""
 
     @field_validator("interval")
     @classmethod
@@ -97,6 +101,10 @@ class Settings(BaseSettings):
                 "CONTROLLER_ACTIVATOR_TARGET_GROUP"
             )
         return self
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def activator(self) -> bool:

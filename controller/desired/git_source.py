@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -158,6 +160,7 @@ class GitSource:
         self._cache_dir = cache_dir
         self._owns_cache = cache_dir is None
         self._initialised = False
+        self._closed = False
         self._last: SourceSnapshot | None = None
 
     def _redact(self, text: str) -> str:
@@ -184,15 +187,20 @@ class GitSource:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own group: `git fetch` runs helpers (git-remote-http)
         )
         try:
             out, err = await asyncio.wait_for(process.communicate(), self.timeout)
         except TimeoutError:
-            process.kill()
-            await process.wait()
+            await _kill_group(process)
             raise SourceUnavailable(
                 f"git {args[0]} from {self.description} timed out after {self.timeout:g}s"
             ) from None
+        except asyncio.CancelledError:
+            # a shutdown during a fetch: nothing may outlive the controller, nor write into a
+            # cache directory that close() is about to remove
+            await _kill_group(process)
+            raise
         if process.returncode != 0:
             message = err.decode(errors="replace").strip().splitlines()
             detail = (
@@ -206,10 +214,12 @@ class GitSource:
     async def _prepare(self) -> None:
         if self._initialised:
             return
+        if self._closed:
+            raise SourceUnavailable(f"{self.description}: the source is closed")
         if self._cache_dir is None:
-            self._cache_dir = await asyncio.to_thread(
-                tempfile.mkdtemp, prefix="infra-controller-git-"
-            )
+            # one mkdir, not in a worker thread: a fetch cancelled while a thread made the
+            # directory would leave it behind, unknown to close()
+            self._cache_dir = tempfile.mkdtemp(prefix="infra-controller-git-")
         await self._git("init", "--quiet", "--bare", ".")
         self._initialised = True
 
@@ -266,5 +276,15 @@ class GitSource:
         await asyncio.Event().wait()
 
     def close(self) -> None:
+        """Remove the cache directory this source made (one it was given is left as it is)."""
+        self._closed = True
         if self._owns_cache and self._cache_dir is not None:
             shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
+            self._initialised = False
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()

@@ -141,7 +141,7 @@ class ActivatorWakes:
     def _refused(self, env: EnvironmentSnapshot) -> str | None:
         if self.stopping:
             return "the controller is restarting"
-        spec = effective(env.spec, env.record)
+        spec = effective(env.spec, env.record, self._clock.now())
         refusal = self._refusal(spec)
         if refusal is not None:
             return refusal
@@ -168,7 +168,7 @@ class ActivatorWakes:
         task.add_done_callback(self._tasks.discard)
 
     async def _scale_up(self, name: str, env: EnvironmentSnapshot, host: str, wake: _Wake) -> None:
-        spec = effective(env.spec, env.record)
+        spec = effective(env.spec, env.record, self._clock.now())
         decision = self._wake_decision(spec, f"a request for {host} reached the activator")
         if decision is None:
             self._forget(name)

@@ -12,14 +12,16 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from types import MappingProxyType
+from typing import Literal
 
 import structlog
 
-from controller.core.clock import Clock
+from controller.core.clock import Clock, utc_iso
 from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
-from controller.core.records import Overrides, Suspension
+from controller.core.records import Overrides, PowerOverride, Suspension
 from controller.core.settings import Settings
 from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
@@ -114,7 +116,7 @@ class Controller:
         if desired is None or name not in desired.environments:
             return "unknown environment"
         refusal = self._wake_refusal(
-            effective(desired.environments[name], self._memory.record(name))
+            effective(desired.environments[name], self._memory.record(name), self.clock.now())
         )
         if refusal is not None:
             return refusal
@@ -154,6 +156,46 @@ class Controller:
         if before.suspension is None:
             return False
         log.info("environment resumed through the API", environment=name)
+        return True
+
+    async def override_power(
+        self,
+        name: str,
+        power: Literal["on", "off"],
+        duration: timedelta | None,
+        reason: str,
+        wait: float,
+    ) -> PowerOverride:
+        """Power `name` on or off, ahead of its schedule and git, for `duration`; without one,
+        until the schedule's next change (or, without a schedule, until cleared or until a new
+        revision changes its `power`). Written before this returns; raises as `suspend`."""
+        desired = self._tracker.desired
+        assert desired is not None  # the caller checked `knows(name)`
+        spec = desired.environments[name]
+        now = self.clock.now()
+        if duration is not None:
+            expires: datetime | None = now + duration
+        elif spec.schedule is not None and spec.power == "on":
+            expires = spec.schedule.next_change(now)
+        else:
+            expires = None
+        override = PowerOverride(power, reason, now, expires, spec.power)
+        await self._set_overrides(name, lambda o: replace(o, power=override), wait)
+        log.info(
+            "power override set",
+            environment=name,
+            power=power,
+            expires_at=utc_iso(expires),
+            reason=reason,
+        )
+        return override
+
+    async def clear_power_override(self, name: str, wait: float) -> bool:
+        """False when there was none. Raises as `suspend`."""
+        before = await self._set_overrides(name, lambda o: replace(o, power=None), wait)
+        if before.power is None:
+            return False
+        log.info("power override cleared", environment=name)
         return True
 
     async def _set_overrides(

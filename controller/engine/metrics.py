@@ -7,7 +7,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from controller.core.records import POWER_STATES
-from controller.engine.overrides import SUSPENDED_BY
+from controller.engine.overrides import POWER_SOURCES, SUSPENDED_BY
 
 
 class ControllerMetrics:
@@ -97,6 +97,19 @@ class ControllerMetrics:
             registry=r,
         )
 
+        self.power_desired = Gauge(
+            "infra_controller_power_desired",
+            "1 for where the environment's power in force comes from (git, schedule, override, "
+            "suspend), 0 for the others.",
+            ["environment", "source"],
+            registry=r,
+        )
+        self.override_expiry = Gauge(
+            "infra_controller_override_expiry_timestamp_seconds",
+            "Unix time the environment's power override expires (no series without one).",
+            ["environment"],
+            registry=r,
+        )
         self.suspended = Gauge(
             "infra_controller_suspended",
             "1 while the environment is suspended (observed, never acted on), 0 otherwise; "
@@ -154,6 +167,17 @@ class ControllerMetrics:
         for candidate in POWER_STATES:
             self.power_state.labels(environment, candidate).set(1 if candidate == state else 0)
 
+    def set_power_source(self, environment: str, source: str) -> None:
+        for candidate in POWER_SOURCES:
+            self.power_desired.labels(environment, candidate).set(1 if candidate == source else 0)
+
+    def set_override_expiry(self, environment: str, timestamp: float | None) -> None:
+        if timestamp is None:
+            with contextlib.suppress(KeyError):
+                self.override_expiry.remove(environment)
+        else:
+            self.override_expiry.labels(environment).set(timestamp)
+
     def set_suspended(self, environment: str, by: str | None) -> None:
         for candidate in SUSPENDED_BY:
             self.suspended.labels(environment, candidate).set(1 if candidate == by else 0)
@@ -180,3 +204,7 @@ class ControllerMetrics:
         for by in SUSPENDED_BY:
             with contextlib.suppress(KeyError):
                 self.suspended.remove(environment, by)
+        for source in POWER_SOURCES:
+            with contextlib.suppress(KeyError):
+                self.power_desired.remove(environment, source)
+        self.set_override_expiry(environment, None)

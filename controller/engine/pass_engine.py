@@ -21,10 +21,11 @@ import structlog
 from controller.core.aws import NoRegion
 from controller.core.clock import Clock
 from controller.core.desired_state import DesiredState, Environment
+from controller.core.records import EnvironmentRecord
 from controller.core.state_store import StateStoreError, StoreConflict
 from controller.engine.cloudwatch import ServiceCount
 from controller.engine.memory import StateMemory
-from controller.engine.overrides import effective, suspension
+from controller.engine.overrides import effective, override_ended, power_in_force, suspension
 from controller.engine.passes import EnvironmentOutcome, PassRequest
 from controller.engine.reporter import Reporter
 from controller.engine.runtime import EnvironmentRuntime, Result
@@ -140,9 +141,11 @@ class PassEngine:
             if unreadable is not None:  # what it recorded is unknown: decide nothing on it
                 outcomes[name] = self._failed(name, runtime, now, unreadable)
                 continue
-            record = self.memory.record(name)
+            record = self._ended_overrides(name, spec, self.memory.record(name), now)
             in_force = suspension(spec, record)
             self.reporter.suspension(name, in_force.by if in_force else None)
+            power = power_in_force(spec, record, now)
+            self.reporter.power_source(name, power)
             try:
                 region = self._region(spec.region)
             except NoRegion as exc:
@@ -153,7 +156,8 @@ class PassEngine:
                 EnvironmentContext(
                     name=name,
                     woken_outside_pass=woken,
-                    spec=effective(spec, record),  # the policies see the overrides applied
+                    spec=effective(spec, record, now),  # with the overrides and schedule
+                    power_why=power.why,
                     region=region,
                     record=record,
                     wake_requested=runtime.wake_pending,
@@ -273,6 +277,18 @@ class PassEngine:
         if outcome.performed and outcome.last_action is not None:
             runtime.last_action = outcome.last_action
         return context.after(outcome)
+
+    def _ended_overrides(
+        self, name: str, spec: Environment, record: EnvironmentRecord, now: datetime
+    ) -> EnvironmentRecord:
+        """The record without a power override that no longer applies (saved with the pass)."""
+        ended = override_ended(spec, record, now)
+        if ended is None:
+            return record
+        log.info("power override ended", environment=name, reason=ended)
+        record = replace(record, overrides=replace(record.overrides, power=None))
+        self.memory.update(name, record)
+        return record
 
     async def act_outside_pass(
         self, name: str, spec: Environment, reconciler_name: str, decision: Decision

@@ -18,6 +18,7 @@ from controller.core.durations import format_duration
 from controller.desired.tracker import DesiredStateView, Refresh
 from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
 from controller.engine.metrics import ControllerMetrics
+from controller.engine.overrides import PowerInForce
 from controller.engine.passes import summarise
 from controller.engine.runtime import Result
 from reconcilers.interface import ActOutcome, Decision, EnvironmentFacts, Event
@@ -166,6 +167,11 @@ class Reporter:
 
     def suspension(self, name: str, by: str | None) -> None:
         self.metrics.set_suspended(name, by)
+
+    def power_source(self, name: str, power: PowerInForce) -> None:
+        self.metrics.set_power_source(name, power.source)
+        expiry = power.override.expires_at if power.override else None
+        self.metrics.set_override_expiry(name, expiry.timestamp() if expiry else None)
 
     def removed(self, name: str, was_managed: bool) -> None:
         if was_managed:

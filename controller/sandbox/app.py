@@ -27,7 +27,7 @@ from pydantic import SecretStr, ValidationError
 
 from controller.core.aws import AwsClients
 from controller.core.clock import SystemClock
-from controller.core.settings import Settings
+from controller.core.settings import Settings, setting_problems
 from controller.engine.controller import Controller
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
@@ -151,32 +151,35 @@ async def run_sandbox(args: argparse.Namespace) -> int:
     if not emulator_installed():
         print(MISSING_EMULATOR, file=sys.stderr)
         return EXIT_INVALID
-    workdir = await asyncio.to_thread(_prepare_workdir, args.workdir)
+    # before the temp dir exists: a SIGTERM or Ctrl-C from then on still ends in its removal
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        return await _run_in(args, workdir)
+        workdir = await asyncio.to_thread(_prepare_workdir, args.workdir)
+        try:
+            return await _run_in(args, workdir, stop)
+        finally:
+            if args.workdir is None:  # a temp dir of ours: nothing in it outlives the emulator
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
     finally:
-        if args.workdir is None:  # a temp dir of ours: nothing in it outlives the emulator
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
-async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
+async def _run_in(args: argparse.Namespace, workdir: Path, stop: asyncio.Event) -> int:
     try:
         config = sandbox_settings(args, workdir)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in error["loc"])
-            print(f"infra-controller: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        for line in setting_problems(exc, flags=("http_addr", "log_format")):
+            print(f"infra-controller: {line}", file=sys.stderr)
         return EXIT_INVALID
     settings = config.settings
     if (problem := await _can_listen(settings.http_host, settings.http_port)) is not None:
         print(_listen_error(settings.http_addr, problem), file=sys.stderr)
         return EXIT_INVALID
     configure_logging(settings.log_format or "console")
-    # from the start: a Ctrl-C while the emulator starts still cleans up (after that step)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     emulator = LocalAws()
     log.info("starting the local AWS emulator", endpoint=emulator.endpoint)
     try:
@@ -199,8 +202,6 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
             await simulator_aws.close()
     finally:
         await asyncio.to_thread(emulator.stop)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         kept = {"workdir": str(workdir)} if args.workdir else {"removed": str(workdir)}
         log.info("sandbox stopped", **kept)
 
@@ -234,17 +235,20 @@ def cli_command() -> str:
         return shlex.quote(str(script))
 
 
-def try_commands(url: str, token: str) -> dict[str, str]:
-    """What to try against the sandbox's API; `token` as it is to be typed in a shell."""
+def try_commands(url: str, token: str | None) -> list[str]:
+    """What to try against the sandbox's API, as typed in a shell: with `token` written out
+    (one made for this run), or else read from CONTROLLER_API_TOKEN (the user's own)."""
     cli = cli_command()
-    return {
-        "try_status": f"{cli} status --url {url}",
-        "try_wake": f"{cli} wake demo --url {url} --token {token}",
-        "try_reconcile": f"{cli} reconcile demo --url {url} --token {token}",
-        "try_curl": (
-            f'curl -X POST -H "Authorization: Bearer {token}" {url}/environments/demo/wake'
-        ),
-    }
+    # a generated token is URL-safe base64: nothing in it a shell would interpret
+    option, header = (
+        (token, token) if token else ('"$CONTROLLER_API_TOKEN"', "$CONTROLLER_API_TOKEN")
+    )
+    return [
+        f"{cli} status --url {url}",
+        f"{cli} wake demo --url {url} --token {option}",
+        f"{cli} reconcile demo --url {url} --token {option}",
+        f'curl -X POST -H "Authorization: Bearer {header}" {url}/environments/demo/wake',
+    ]
 
 
 def _url_host(host: str) -> str:
@@ -267,26 +271,31 @@ async def _announce_when_ready(
     settings = config.settings
     assert settings.api_token is not None
     token = settings.api_token.get_secret_value()
-    commands = try_commands(url, token if config.token_generated else '"$CONTROLLER_API_TOKEN"')
-    desired_path = settings.desired_state
+    # the token and the commands go to the terminal only, not into a log line that may be kept
     log.info(
         "sandbox ready",
-        desired_state=desired_path,
-        metrics=f"{url}/metrics",
-        status=f"{url}/status",
+        api=url,
+        desired_state=settings.desired_state,
         emulator=emulator.endpoint,
-        story="traffic -> 30 s of silence -> scale to zero -> a request gets 503 -> wake",
-        try_this=f"edit {desired_path}: power: off destroys the demo stack, power: on recreates it",
-        **({"api_token": token} if config.token_generated else {}),
-        **commands,
     )
     if config.token_generated:
         origin = "made for this run (set CONTROLLER_API_TOKEN to choose your own)"
-        heading = f"The sandbox is ready. Its API token, {origin}:\n    {token}\n"
+        heading = f"Its API token, {origin}:\n    {token}\n"
     else:
-        heading = "The sandbox is ready. Its API token is the one in CONTROLLER_API_TOKEN.\n"
-    lines = "".join(f"    {command}\n" for command in commands.values())
-    print(f"\n{heading}Try, from another terminal:\n{lines}", flush=True)
+        heading = "Its API token is the one in CONTROLLER_API_TOKEN.\n"
+    commands = "".join(
+        f"    {line}\n" for line in try_commands(url, token if config.token_generated else None)
+    )
+    print(
+        f"\nThe sandbox is ready: the controller answers at {url} (/status, /metrics).\n"
+        f"{heading}"
+        f"Try, from another terminal:\n{commands}"
+        "Watch: traffic -> 30 s of silence -> scale to zero -> a visitor gets 503 -> wake.\n"
+        "Edit the desired state while it runs (suspend: true observes only; power: off\n"
+        "destroys the demo stack with a stand-in terraform, power: on recreates it):\n"
+        f"    {settings.desired_state}\n",
+        flush=True,
+    )
 
 
 async def _serve(

@@ -36,8 +36,10 @@ class LocalAws:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it answers (blocking: call from a thread in a loop)."""
         env = {**os.environ, **FAKE_CREDENTIALS}
+        # moto.server, which exits by itself if this process dies without stopping it
+        command = [sys.executable, "-m", "controller.sandbox.moto_process", str(os.getpid())]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [*command, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

@@ -84,7 +84,7 @@ async def simulate_visitors(
             await clock.sleep(tick_seconds)
             continue
         powered_off_reported = False
-        log.info("visitors arrive", seconds=busy_seconds)
+        log.info("visitors arrive", for_seconds=round(busy_seconds))
         elapsed = 0.0
         while elapsed < busy_seconds:
             count = rng.randint(2, 9)

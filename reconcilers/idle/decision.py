@@ -201,6 +201,11 @@ def _decide_awake(
     assert idle is not None
     if observed.wake_requested:
         return _none("wake requested, and the service is already awake")
+    keep = idle.keep_awake
+    if keep is not None and keep.is_active(now):
+        until = keep.next_change(now)
+        ends = f" until {keep.format_instant(until, since=now)}" if until else ""
+        return _none(f"keep_awake: {keep.describe_period_at(now)}{ends}")
     activity = observed.activity
     if activity is None or activity.requests is None:
         return _none(

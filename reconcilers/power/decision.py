@@ -253,6 +253,9 @@ def decide_in_context(
     """The power policy applied to one environment of a pass, with what the engine keeps."""
     spec, facts = context.spec, context.facts
     decision = decide_power(spec, observed, now, retry_now=context.retry_now)
+    if context.power_why is not None and spec.terraform is not None:
+        # the power is not git's: the reason names where it comes from
+        decision = replace(decision, reason=f"{context.power_why}; {decision.reason}")
     events: list[Event] = []
     if decision.completed is not None:
         events.append(_run_finished(decision.completed))

@@ -77,8 +77,8 @@ def test_validate_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"{bad}:4:12: environments.a.power: Input should be 'on' or 'off'",
-        f"{bad}:5:5: environments.a.colour: unknown key 'colour'; allowed: power, region, suspend, "
-        "terraform, service, idle",
+        f"{bad}:5:5: environments.a.colour: unknown key 'colour'; allowed: power, region, "
+        "suspend, schedule, terraform, service, idle",
     ]
     assert "Traceback" not in result.stderr
 
@@ -641,6 +641,16 @@ def test_remote_commands_suspend_resume_and_print_only_json_with_output_json(
         assert remote("resume", "demo").stdout == "demo was not suspended\n"
         assert remote("suspend", "demo").stdout.startswith("demo: suspended")
         assert remote("resume", "demo").stdout == "demo resumed\n"
+        powered = answer("power", "demo", "off", "--for", "2h", "--reason", "demo day")
+        assert (powered["accepted"], powered["power"], powered["reason"]) == (
+            True,
+            "off",
+            "demo day",
+        )
+        overridden = _poll_status(port, lambda body: body["environments"]["demo"]["override"])
+        assert overridden["environments"]["demo"]["power_source"] == "override"
+        assert remote("power", "demo", "--clear").stdout.startswith("demo: power override cleared")
+        assert remote("power", "demo").returncode == 2  # neither on, off nor --clear
         refusals = {
             "409": remote("resume", "frozen", "--output", "json"),  # the YAML's suspend wins
             "404": remote("suspend", "nope", "--output", "json"),
@@ -657,7 +667,13 @@ def test_remote_commands_suspend_resume_and_print_only_json_with_output_json(
         assert f"refused ({status})" in refused.stderr
     assert "suspend: true" in refusals["409"].stderr
     closed = f"127.0.0.1:{port}"  # nobody listens there any more
-    for command in (("suspend", "demo"), ("resume", "demo"), ("status",), ("wake", "demo")):
+    for command in (
+        ("suspend", "demo"),
+        ("resume", "demo"),
+        ("status",),
+        ("wake", "demo"),
+        ("power", "demo", "on"),
+    ):
         unreachable = cli(*command, "--url", closed, "--output", "json", cwd=tmp_path)
         assert (unreachable.returncode, unreachable.stdout) == (2, "")
         assert "cannot reach" in unreachable.stderr

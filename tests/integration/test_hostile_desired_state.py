@@ -22,7 +22,7 @@ from controller.desired import file_source, loader
 from controller.http_api import bound_port, start_http_server
 from controller.sandbox.emulator import LocalAws
 from tests.conftest import Harness, MakeController
-from tests.integration.test_cli import ROOT
+from tests.processes import ROOT
 from tests.unit.test_loader_limits import alias_bomb, nested
 from tests.waiting import until
 

@@ -16,7 +16,13 @@ from controller.core.aws import AwsClients
 from controller.engine.passes import RETRY_EVERYTHING, PassReport, PassRequest
 from controller.sandbox.demo_stack import create_demo_stack
 from controller.sandbox.emulator import free_port
-from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
+from tests.conftest import (
+    REGION,
+    Harness,
+    MakeController,
+    fake_terraform_behaviour,
+    pass_until,
+)
 from tests.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -43,17 +49,6 @@ def commands(workdir: Path) -> list[str]:
 
 def runs(workdir: Path) -> list[str]:
     return [c for c in commands(workdir) if c != "init"]
-
-
-async def pass_until(
-    h: Harness, condition: Callable[[PassReport], bool], limit: float = 15
-) -> PassReport:
-    """Run passes (as the loop would, each interval) until the condition holds."""
-    async with asyncio.timeout(limit):
-        # a subprocess finishes in real time: passes are repeated until it has
-        while not condition(report := await h.controller.reconcile_once()):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    return report
 
 
 def state(report: PassReport) -> str | None:

@@ -3,7 +3,6 @@ failed is unknown, ages are never negative, and an estimate says where it comes 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from controller.core.aws import AwsClients
 from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import free_port
 from controller.sandbox.traffic import send_requests
-from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour
+from tests.conftest import REGION, Harness, MakeController, fake_terraform_behaviour, pass_until
 
 pytestmark = pytest.mark.integration
 
@@ -88,9 +87,9 @@ async def test_a_run_estimate_says_whether_it_comes_from_past_runs(
     await h.controller.reconcile_once()
     run = h.status()["environments"]["lab"]["current_run"]
     assert (run["estimate_from"], run["estimated_seconds_left"]) == ("default", 15 * 60)
-    await pass_until(h, "RUNNING")
+    await pass_to(h, "RUNNING")
     h.write(body.format(power="off"))
-    await pass_until(h, "STOPPED")
+    await pass_to(h, "STOPPED")
     h.write(body.format(power="on"))
     await h.controller.reconcile_once()
     run = h.status()["environments"]["lab"]["current_run"]
@@ -98,12 +97,6 @@ async def test_a_run_estimate_says_whether_it_comes_from_past_runs(
     assert run["estimated_seconds_left"] < 60  # from the 1 s apply, not 15 minutes
 
 
-async def pass_until(h: Harness, power: str) -> None:
+async def pass_to(h: Harness, power: str) -> None:
     """Passes, as the loop would run them, until the run (a real process) has finished."""
-    async with asyncio.timeout(15):
-        # a subprocess finishes in real time: passes are repeated until it has
-        while True:
-            report = await h.controller.reconcile_once()
-            if report.environments["lab"].facts.power_state == power:
-                return
-            await asyncio.sleep(0.05)
+    await pass_until(h, lambda report: report.environments["lab"].facts.power_state == power)

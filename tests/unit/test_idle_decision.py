@@ -308,3 +308,18 @@ def test_a_deleted_service_forgets_its_wake_time() -> None:
     gone = ServiceState(status="INACTIVE", desired_count=1)
     woken = IdleRecord(awake_since=NOW - timedelta(hours=1))
     assert observe_wakefulness(woken, gone, NOW) == IdleRecord()
+
+
+def test_a_service_is_never_scaled_to_zero_inside_a_keep_awake_period() -> None:
+    keep = {
+        "timezone": "Europe/Paris",
+        "periods": [{"days": "thu", "from": "09:00", "to": "12:00"}],
+    }
+    spec = env(idle={"after": "5m", "wake": "on-request", "keep_awake": keep})
+    inside = decide(spec, observed(awake(), requests()), NOW)  # thursday 11:30 in Paris
+    assert (inside.action, inside.reason) == (
+        "none",
+        "keep_awake: thu 09:00-12:00 Europe/Paris until 12:00 Europe/Paris",
+    )
+    after = decide(spec, observed(awake(), requests()), NOW + timedelta(hours=1))
+    assert after.action == "scale_to_zero"
