@@ -239,8 +239,6 @@ async def start_http_server(
         "http server listening",
         address=f"{host}:{port}",
         max_connections=guard.max_connections,
-        header_timeout_seconds=header_timeout,
-        body_timeout_seconds=body_timeout,
     )
     return runner
 

@@ -16,6 +16,7 @@ once a minute as a "still" line; every line is short (`ConsoleLines`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -221,10 +222,12 @@ class ConsoleLines:
         return f"{self._paint(f'{shown:<14}', 'cyan' if action != 'none' else 'dim')} {reason}"
 
     def _aws_change(self, fields: dict[str, Any]) -> str:
-        # the decision line just before says why; this one says what changes
-        action = fields.pop("action", None)
-        fields.pop("reason", None)
-        return self._event(f"{'aws change':<14} {action}", fields)
+        # the decision line just before says why and names the environment: this one says
+        # which call is made, and with what
+        for known in ("action", "reason", "cluster", "service"):
+            fields.pop(known, None)
+        operation = fields.pop("operation", "?")
+        return self._event(f"{'-> calls':<14} {operation}", fields)
 
     def _event(self, message: str, fields: dict[str, Any]) -> str:
         pairs = [
@@ -248,6 +251,8 @@ def _clock_time(timestamp: Any) -> str:
 
 
 def _console_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the JSON lines say it
     if isinstance(value, list | tuple | set | frozenset):
         text = ",".join(str(item) for item in value)
     else:
@@ -255,7 +260,8 @@ def _console_value(value: Any) -> str:
     text = " ".join(text.split())  # one line, whatever the value holds
     if len(text) > CONSOLE_VALUE_LIMIT:
         text = text[: CONSOLE_VALUE_LIMIT - 3] + "..."
-    return f'"{text}"' if " " in text or not text else text
+    # quoted as JSON quotes: a quote inside stays readable as one
+    return json.dumps(text) if " " in text or '"' in text or not text else text
 
 
 def configure_logging(

@@ -40,7 +40,7 @@ RETRY_EVERYTHING = PassRequest(fetch_now=True, retry_all=True)
 def summarise(decisions: Sequence[tuple[str, Decision]]) -> tuple[str, str]:
     """The environment's (action, reason): the first policy that acts, else the first that could
     not decide (what failed), else the first that holds the environment (a run in flight), else
-    the last one that applies to it."""
+    the last one that applies to it (the first one, when none does)."""
     if not decisions:
         return "none", "not reconciled"
     ordered = [decision for _, decision in decisions]
@@ -53,7 +53,9 @@ def summarise(decisions: Sequence[tuple[str, Decision]]) -> tuple[str, str]:
         for decision in ordered:
             if pick(decision):
                 return decision.action, decision.reason
-    chosen = ([d for d in ordered if d.relevant] or ordered)[-1]
+    relevant = [d for d in ordered if d.relevant]
+    # none applies: the first policy says why (the power policy: "power is reported")
+    chosen = relevant[-1] if relevant else ordered[0]
     return chosen.action, chosen.reason
 
 

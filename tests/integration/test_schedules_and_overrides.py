@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.state_store import FileStateStore
 from controller.engine.passes import PassReport
-from tests.conftest import ApiFactory, Harness, fake_terraform_behaviour, pass_until
+from tests.conftest import ApiFactory, Harness, MakeController, fake_terraform_behaviour, pass_until
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
@@ -192,3 +192,21 @@ async def test_the_earlier_interface_starts_stops_and_reports_the_default_enviro
     status, body = await api.post("/infra/stop", TOKEN)
     assert (status, body["message"], body["status"]) == (202, "Infrastructure stopping", "STOPPING")
     assert (await api.post("/infra/stop"))[0] == 401
+
+
+async def test_the_schedule_never_destroys_while_an_apply_is_in_flight(
+    make_controller: MakeController, fake_terraform: Path
+) -> None:
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 1.5}, destroy={"seconds": 0.2})
+    h = make_controller(desired(fake_terraform))
+    h.clock.set(NOON + timedelta(hours=7, minutes=59))  # 19:59 in Paris: on, for a minute
+    report = await h.controller.reconcile_once()
+    assert report.decision("staging", "power").action == "terraform_apply"
+    h.clock.advance(timedelta(minutes=2))  # 20:01: the schedule says off, the apply still runs
+    report = await h.controller.reconcile_once()
+    assert report.decision("staging", "power").action == "none"
+    assert power_state(report) == "STARTING"
+    # the destroy starts in the pass that sees the apply finish, never before
+    report = await pass_until(h, lambda r: r.decision("staging", "power").action != "none")
+    assert report.decision("staging", "power").action == "terraform_destroy"
+    assert "; apply succeeded after" in report.decision("staging", "power").reason

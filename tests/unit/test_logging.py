@@ -285,3 +285,24 @@ async def test_quiet_events_are_dropped_in_their_context_and_its_tasks_only(
         ("desired state loaded", None),
         ("desired state invalid", "a later revision"),
     ]
+
+
+def test_a_change_to_aws_says_which_call_and_values_read_as_in_json(
+    console: Callable[..., tuple[io.StringIO, Clock]],
+) -> None:
+    stream, _ = console()
+    log = structlog.get_logger("infra_controller")
+    log.info(
+        "aws change",
+        environment="demo",
+        action="scale_to_zero",
+        reason="no requests for 5m",
+        operation="ecs:UpdateService",
+        cluster="demo-cluster",
+        service="demo-service",
+        desired_count=0,
+    )
+    log.info("controller started", dry_run=False, source='say "hi" there')
+    change, started = shown(stream)
+    assert change == "demo -> calls ecs:UpdateService desired_count=0"
+    assert started == 'controller started dry_run=false source="say \\"hi\\" there"'
