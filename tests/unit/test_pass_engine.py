@@ -279,9 +279,7 @@ def _decision(action: str = "none", holds: bool = False, relevant: bool = True) 
     )
 
 
-def test_the_environment_speaks_with_the_acting_the_failing_the_holding_the_last_relevant_or_first() -> (
-    None
-):
+def test_the_environment_speaks_with_the_acting_failing_holding_or_last_relevant_one() -> None:
     acting, holding = _decision("scale"), _decision(holds=True)
     plain, irrelevant = _decision(), _decision(relevant=False)
     failing = Decision(reason="activity unknown (throttled)", unknown=True)
