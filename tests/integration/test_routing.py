@@ -11,7 +11,7 @@ import pytest
 
 from controller.core.aws import AwsClients
 from controller.core.state_store import FileStateStore
-from controller.sandbox.demo_stack import DemoStack
+from controller.sandbox.demo_stack import DemoStack, create_demo_stack
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
 from tests.fault_proxy import Fault, FaultProxy
@@ -144,3 +144,54 @@ async def test_routes_left_at_the_activator_are_sent_back_when_it_is_turned_off(
     report = await restarted.controller.reconcile_once()
     assert report.decision("demo", "routing").action == "route_to_service"
     assert (await forwards(seed_aws, alb))["default"] == {"service"}
+
+
+async def test_on_a_shared_alb_only_the_sleeping_service_s_route_is_switched(
+    make_controller: MakeController, seed_aws: AwsClients
+) -> None:
+    first, second = await create_demo_stack(seed_aws, REGION, name="shared", services=2)
+    groups = await seed_aws.call(
+        "elbv2", "DescribeTargetGroups", REGION, Names=["shared-tg-0", "shared-tg-1"]
+    )
+    by_name = {g["TargetGroupName"]: g for g in groups["TargetGroups"]}
+    activator = (
+        await seed_aws.call(
+            "elbv2",
+            "CreateTargetGroup",
+            REGION,
+            Name="shared-activator",
+            Protocol="HTTP",
+            Port=8081,
+            VpcId=by_name["shared-tg-0"]["VpcId"],
+            TargetType="ip",
+        )
+    )["TargetGroups"][0]["TargetGroupArn"]
+    body = "version: 1\nenvironments:\n"
+    for name, stack, after in (("one", first, "5m"), ("two", second, "1h")):
+        body += (
+            f"  {name}:\n    power: on\n"
+            f"    service: {{cluster: {stack.cluster}, name: {stack.service}}}\n"
+            f"    idle: {{after: {after}, wake: on-request}}\n"
+        )
+    h = make_controller(body, activator_addr="127.0.0.1:0", activator_target_group=activator)
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    report = await h.controller.reconcile_once()
+    assert report.decision("one", "routing").action == "route_to_activator"
+    assert report.decision("two", "routing").action == "none"
+    lbs = await seed_aws.call("elbv2", "DescribeLoadBalancers", REGION, Names=["shared-alb"])
+    listener = (
+        await seed_aws.call(
+            "elbv2",
+            "DescribeListeners",
+            REGION,
+            LoadBalancerArn=lbs["LoadBalancers"][0]["LoadBalancerArn"],
+        )
+    )["Listeners"][0]
+    rules = (
+        await seed_aws.call("elbv2", "DescribeRules", REGION, ListenerArn=listener["ListenerArn"])
+    )["Rules"]
+    # the default action was the first service's; the path rule, the second's
+    assert listener["DefaultActions"][0]["TargetGroupArn"] == activator
+    (second_rule,) = [r for r in rules if not r["IsDefault"]]
+    assert second_rule["Actions"][0]["TargetGroupArn"] == by_name["shared-tg-1"]["TargetGroupArn"]
