@@ -210,3 +210,21 @@ async def test_the_schedule_never_destroys_while_an_apply_is_in_flight(
     report = await pass_until(h, lambda r: r.decision("staging", "power").action != "none")
     assert report.decision("staging", "power").action == "terraform_destroy"
     assert "; apply succeeded after" in report.decision("staging", "power").reason
+
+
+async def test_a_controller_down_across_transitions_converges_to_now_without_replaying(
+    make_controller: MakeController, quick_terraform: Path
+) -> None:
+    h = make_controller(desired(quick_terraform))
+    h.clock.set(NOON)
+    await settle(h, "RUNNING")
+    runs_before = len((quick_terraform / "invocations.log").read_text().splitlines())
+    # down from wednesday noon to friday 10:00: two evenings off and two mornings on missed
+    h.clock.set(NOON + timedelta(days=2, hours=-2))
+    report = await h.controller.reconcile_once()
+    assert report.decision("staging", "power").action == "none"
+    assert len((quick_terraform / "invocations.log").read_text().splitlines()) == runs_before
+    # down again until saturday: it is off now, so one destroy, nothing else
+    h.clock.set(NOON + timedelta(days=3))
+    report = await h.controller.reconcile_once()
+    assert report.decision("staging", "power").action == "terraform_destroy"
