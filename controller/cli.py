@@ -17,7 +17,7 @@ import shtab
 import structlog
 from pydantic import ValidationError
 
-from controller import __version__, cli_remote
+from controller import __version__, cli_events, cli_remote
 from controller.activator_server import activator_running
 from controller.core.desired_state import DesiredState
 from controller.core.settings import Settings, setting_problems
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("schema", help="print the JSON Schema of the desired-state file")
 
     cli_remote.add_remote_commands(commands)
+    cli_events.add_events_command(commands)
 
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash or zsh)"
@@ -332,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "suspend": cli_remote.suspend,
         "resume": cli_remote.resume,
         "power": cli_remote.power,
+        "events": cli_events.events,
     }
     if args.command in remote:
         return asyncio.run(remote[args.command](args))

@@ -70,7 +70,7 @@ def add_remote_commands(commands: Any) -> None:
         sub.add_argument("--token", help="API token (CONTROLLER_API_TOKEN)")
 
 
-def _base_url(args: argparse.Namespace) -> str:
+def base_url(args: argparse.Namespace) -> str:
     url = str(args.url or Settings().http_addr)
     return (url if "://" in url else f"http://{url}").rstrip("/")
 
@@ -82,16 +82,26 @@ def _token(args: argparse.Namespace) -> str | None:
     return configured.get_secret_value() if configured is not None else None
 
 
-async def status(args: argparse.Namespace) -> int:
-    url = _base_url(args) + "/status"
+async def get_json(url: str) -> dict[str, Any] | None:
+    """The JSON object `url` answers; None (said on stderr) when unreachable or refused."""
     try:
         async with (
             aiohttp.ClientSession() as session,
             session.get(url, timeout=TIMEOUT) as response,
         ):
-            body: dict[str, Any] = await response.json()
+            if response.status >= 400:
+                print(f"infra-controller: {url}: {response.status}", file=sys.stderr)
+                return None
+            body = await response.json()
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        print(_unreachable(url, exc), file=sys.stderr)
+        print(unreachable(url, exc), file=sys.stderr)
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def status(args: argparse.Namespace) -> int:
+    body = await get_json(base_url(args) + "/status")
+    if body is None:
         return EXIT_REFUSED
     if args.output == "json":
         print(json.dumps(body, indent=2))
@@ -262,11 +272,11 @@ async def _post(
         ):
             return response.status, await response.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(_unreachable(url, exc), file=sys.stderr)
+        print(unreachable(url, exc), file=sys.stderr)
         return None
 
 
-def _unreachable(url: str, exc: BaseException) -> str:
+def unreachable(url: str, exc: BaseException) -> str:
     """Never prints a password given in the URL."""
     return redact_userinfo(f"infra-controller: cannot reach {url}: {exc}")
 
@@ -309,7 +319,7 @@ async def _ask(
 
 
 def _environment_url(args: argparse.Namespace, verb: str) -> str:
-    return f"{_base_url(args)}/environments/{quote(args.environment, safe='')}/{verb}"
+    return f"{base_url(args)}/environments/{quote(args.environment, safe='')}/{verb}"
 
 
 async def wake(args: argparse.Namespace) -> int:
@@ -318,7 +328,7 @@ async def wake(args: argparse.Namespace) -> int:
 
 
 async def reconcile(args: argparse.Namespace) -> int:
-    url = f"{_base_url(args)}/reconcile"
+    url = f"{base_url(args)}/reconcile"
     if args.environment:
         url += f"?environment={quote(args.environment, safe='')}"
     target = args.environment or "every environment"

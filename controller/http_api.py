@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import re
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -99,6 +100,27 @@ async def environment_status(request: web.Request) -> web.Response:
     if env is None:
         return error(404, f"unknown environment {name!r}")
     return web.json_response(seed_status(env, controller.clock.now()))
+
+
+MAX_EVENTS = 1000
+
+
+async def events(request: web.Request) -> web.Response:
+    """`GET /events?environment=NAME&kind=KIND&since=ISO&limit=N`: newest first."""
+    query = request.query
+    try:
+        limit = int(query.get("limit", "100"))
+        since_text = query.get("since")
+        since = datetime.fromisoformat(since_text.replace("Z", "+00:00")) if since_text else None
+    except ValueError:
+        return error(400, "limit: a number; since: an ISO 8601 time such as 2026-11-25T10:00:00Z")
+    if not 1 <= limit <= MAX_EVENTS or (since is not None and since.tzinfo is None):
+        return error(400, f"limit: 1 to {MAX_EVENTS}; since: with its time zone (Z)")
+    kinds = [k for value in query.getall("kind", []) for k in value.split(",") if k]
+    found = await request.app[CONTROLLER_KEY].events(
+        query.get("environment") or None, kinds, since, limit
+    )
+    return web.json_response({"events": [e.to_json() for e in found]})
 
 
 async def wake(request: web.Request) -> web.Response:
@@ -199,6 +221,7 @@ def build_app(controller: Controller, guard: ConnectionGuard | None = None) -> w
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
+    app.router.add_get("/events", events)
     app.router.add_get("/environments/{name}/status", environment_status)
     app.router.add_post("/environments/{name}/wake", wake)
     add_override_routes(app)

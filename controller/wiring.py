@@ -21,6 +21,7 @@ from controller.desired.source import DesiredStateSource
 from controller.desired.tracker import DesiredStateTracker
 from controller.engine.cloudwatch import ServiceMetricsPublisher
 from controller.engine.controller import Controller
+from controller.engine.event_log import EventLog
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.pass_engine import AnyReconciler, PassEngine
@@ -123,7 +124,12 @@ def build_controller(
         connect_timeout=aws_connect_timeout,
     )
     memory = StateMemory(store or open_state_store(settings.state_store, aws))
-    reporter = Reporter(metrics, ServiceMetricsPublisher(aws, settings.cloudwatch_namespace))
+    reporter = Reporter(
+        metrics,
+        ServiceMetricsPublisher(aws, settings.cloudwatch_namespace),
+        clock=clock,
+        event_log=EventLog(memory.store),
+    )
     engine = PassEngine(
         _observers(settings, aws),
         _reconcilers(settings, aws, memory, idle or IdleTuning()),

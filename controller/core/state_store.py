@@ -31,6 +31,9 @@ from controller.core.records import (
 # a page holds up to 1 MB of records, a thousand environments or more: a table that keeps
 # asking for more pages is not to be trusted
 MAX_SCAN_PAGES = 100
+# items that are not environments start with a character no environment name has
+RESERVED_PREFIX = "#"
+EVENTS_ITEM = "#events"
 
 
 class StateStoreError(Exception):
@@ -72,6 +75,14 @@ class StateStore(Protocol):
     async def changed(self) -> bool:
         """Whether the store was changed by someone else since this one last read or wrote
         it, as far as it can tell cheaply (False when it cannot tell)."""
+        ...
+
+    async def load_events(self) -> list[dict[str, Any]]:
+        """The events kept (oldest first); [] when none. Raises StateStoreError."""
+        ...
+
+    async def save_events(self, events: list[dict[str, Any]]) -> None:
+        """Keep `events` (oldest first) instead of those kept. Raises StateStoreError."""
         ...
 
 
@@ -148,7 +159,7 @@ class FileStateStore:
                 )
             written = replace(record, version=record.version + 1)
             environments[name] = record_to_json(written)
-            self._write({"version": 2, "environments": environments})
+            self._write({**data, "version": 2, "environments": environments})
             self._seen = self._signature()
             return written
         finally:
@@ -170,6 +181,31 @@ class FileStateStore:
 
     async def load(self) -> StoredRecords:
         return await asyncio.to_thread(self._load)
+
+    def _load_events(self) -> list[dict[str, Any]]:
+        events = self._read_unlocked().get("events") or []
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+    def _save_events(self, events: list[dict[str, Any]]) -> None:
+        lock = self._locked()
+        try:
+            data = self._read_unlocked()
+            self._write({"version": 2, "environments": {}, **data, "events": events})
+            self._seen = self._signature()
+        finally:
+            lock.close()
+
+    async def load_events(self) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self._load_events)
+        except StoreCorrupt:
+            return []  # the records' reader reports and sets aside a store that is garbage
+
+    async def save_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await asyncio.to_thread(self._save_events, events)
+        except OSError as exc:
+            raise StateStoreError(f"cannot write state store {self.path}: {exc}") from exc
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
         try:
@@ -227,6 +263,8 @@ class DynamoDbStateStore:
 
     def _read_item(self, item: dict[str, Any], loaded: StoredRecords) -> None:
         name = str(item["environment"]["S"])
+        if name.startswith(RESERVED_PREFIX):  # not an environment (the events)
+            return
         try:
             data = json.loads(item["record"]["S"])
             if not isinstance(data, dict):
@@ -239,6 +277,36 @@ class DynamoDbStateStore:
     async def set_aside(self) -> str | None:
         """A table is never moved: its unreadable items stop their environments only."""
         return None
+
+    async def load_events(self) -> list[dict[str, Any]]:
+        try:
+            answer = await self._aws.call(
+                "dynamodb",
+                "GetItem",
+                self.region,
+                TableName=self.table,
+                Key={"environment": {"S": EVENTS_ITEM}},
+                ConsistentRead=True,
+            )
+        except AwsError as exc:
+            raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
+        try:
+            events = json.loads(answer["Item"]["events"]["S"]) if "Item" in answer else []
+        except (KeyError, TypeError, ValueError):
+            return []  # unreadable events are not worth stopping for: they start again
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+    async def save_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await self._aws.call(
+                "dynamodb",
+                "PutItem",
+                self.region,
+                TableName=self.table,
+                Item={"environment": {"S": EVENTS_ITEM}, "events": {"S": json.dumps(events)}},
+            )
+        except AwsError as exc:
+            raise StateStoreError(f"cannot write {self.description}: {exc}") from exc
 
     async def changed(self) -> bool:
         return False  # conditional writes find out instead

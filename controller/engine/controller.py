@@ -26,6 +26,7 @@ from controller.core.settings import Settings
 from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
 from controller.engine.activator_wakes import ActivatorWakes
+from controller.engine.event_log import StampedEvent
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import effective
@@ -148,6 +149,8 @@ class Controller:
 
         await self._set_overrides(name, suspended, wait)
         log.info("environment suspended through the API", environment=name, reason=reason)
+        self._reporter.record(name, "suspended", reason, by="api")
+        await self._flush_events()
 
     async def resume(self, name: str, wait: float) -> bool:
         """Clear a suspension set through the API; False when there was none. Raises as
@@ -156,6 +159,8 @@ class Controller:
         if before.suspension is None:
             return False
         log.info("environment resumed through the API", environment=name)
+        self._reporter.record(name, "resumed", "resumed through the API")
+        await self._flush_events()
         return True
 
     async def override_power(
@@ -188,6 +193,10 @@ class Controller:
             expires_at=utc_iso(expires),
             reason=reason,
         )
+        self._reporter.record(
+            name, "override_set", reason, to_state=power, expires_at=utc_iso(expires)
+        )
+        await self._flush_events()
         return override
 
     async def clear_power_override(self, name: str, wait: float) -> bool:
@@ -196,6 +205,8 @@ class Controller:
         if before.power is None:
             return False
         log.info("power override cleared", environment=name)
+        self._reporter.record(name, "override_cleared", "cleared through the API")
+        await self._flush_events()
         return True
 
     async def _set_overrides(
@@ -246,7 +257,25 @@ class Controller:
             now = self.clock.now()
             self._reporter.pass_completed(report.desired_state_valid and not report.failed, now)
             self._publish(completed=True)
+            if persist:
+                await self._flush_events()
             return report
+
+    async def _flush_events(self) -> None:
+        if self._reporter.event_log is not None:
+            await self._reporter.event_log.flush()
+
+    async def events(
+        self,
+        environment: str | None = None,
+        kinds: Sequence[str] = (),
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[StampedEvent]:
+        """The events kept, newest first (`GET /events`)."""
+        if self._reporter.event_log is None:
+            return []
+        return await self._reporter.event_log.query(environment, kinds, since, limit)
 
     async def _pass(
         self, reconcile_id: str, request: PassRequest, act: bool, persist: bool

@@ -286,6 +286,7 @@ class PassEngine:
         if ended is None:
             return record
         log.info("power override ended", environment=name, reason=ended)
+        self.reporter.record(name, "override_ended", ended)
         record = replace(record, overrides=replace(record.overrides, power=None))
         self.memory.update(name, record)
         return record

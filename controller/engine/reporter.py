@@ -14,25 +14,65 @@ from typing import Any
 
 import structlog
 
+from controller.core.clock import Clock, SystemClock
 from controller.core.durations import format_duration
 from controller.desired.tracker import DesiredStateView, Refresh
 from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
+from controller.engine.event_log import EventLog, StampedEvent
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import PowerInForce
 from controller.engine.passes import summarise
 from controller.engine.runtime import Result
-from reconcilers.interface import ActOutcome, Decision, EnvironmentFacts, Event
+from reconcilers.interface import ActOutcome, AttributeValue, Decision, EnvironmentFacts, Event
 
 log = structlog.get_logger("infra_controller")
 
 
 class Reporter:
     def __init__(
-        self, metrics: ControllerMetrics, publisher: ServiceMetricsPublisher | None = None
+        self,
+        metrics: ControllerMetrics,
+        publisher: ServiceMetricsPublisher | None = None,
+        *,
+        clock: Clock | None = None,
+        event_log: EventLog | None = None,
     ) -> None:
         self.metrics = metrics
         self._publisher = publisher
         self._store_problem: str | None = None
+        self._clock = clock or SystemClock()
+        self.event_log = event_log
+        self._desired_valid: bool | None = None  # the latest desired state's validity
+
+    def record(
+        self,
+        environment: str | None,
+        kind: str,
+        reason: str,
+        *,
+        from_state: str | None = None,
+        to_state: str | None = None,
+        severity: str = "info",
+        **attributes: AttributeValue,
+    ) -> None:
+        """Keep an event (stamped with the time and the pass it happens in)."""
+        if self.event_log is None:
+            return
+        context = structlog.contextvars.get_contextvars()
+        self.event_log.add(
+            StampedEvent(
+                time=self._clock.now(),
+                environment=environment,
+                kind=kind,
+                reason=reason,
+                from_state=from_state,
+                to_state=to_state,
+                revision=context.get("revision"),
+                reconcile_id=context.get("reconcile_id"),
+                severity=severity,
+                attributes=attributes,
+            )
+        )
 
     # ---- the desired state ----
 
@@ -69,6 +109,18 @@ class Reporter:
                     attempted_revision=refresh.revision,
                     keeping=keeping,
                 )
+            self.record(
+                None,
+                "desired_state_invalid",
+                "; ".join(str(p) for p in refresh.problems[:3]) or "invalid",
+                severity="error",
+                attempted_revision=refresh.revision,
+                keeping=view.revision,
+            )
+        elif refresh.outcome == "loaded" and self._desired_valid is False:
+            self.record(None, "desired_state_valid", f"revision {refresh.revision} is valid")
+        if refresh.outcome in ("loaded", "invalid"):
+            self._desired_valid = refresh.outcome == "loaded"
         self.metrics.desired_state_valid.set(1 if view.valid else 0)
 
     def timed(self, step: str) -> AbstractContextManager[None]:
@@ -125,6 +177,15 @@ class Reporter:
             handler = _EVENT_HANDLERS.get(event.kind)
             if handler is not None:
                 handler(self.metrics, name, event)
+            self.record(
+                name,
+                event.kind,
+                event.reason,
+                from_state=event.from_state,
+                to_state=event.to_state,
+                severity=event.severity,
+                **event.attributes,
+            )
 
     def result(
         self,

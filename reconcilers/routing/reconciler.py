@@ -21,6 +21,7 @@ from controller.core.clock import utc_iso
 from reconcilers.interface import (
     ActOutcome,
     EnvironmentContext,
+    Event,
     RecordWriter,
     Unobserved,
 )
@@ -244,8 +245,17 @@ class RoutingReconciler:
                     RuleArn=write.rule_arn,
                     Actions=list(write.actions),
                 )
+        to = "activator" if decision.action == "route_to_activator" else "service"
         return ActOutcome(
             record=record,
+            events=(
+                Event(
+                    "traffic_switched",
+                    decision.reason,
+                    to_state=to,
+                    attributes={"routes": len(decision.writes)},
+                ),
+            ),
             last_action={
                 "action": decision.action,
                 "reason": decision.reason,

@@ -171,3 +171,16 @@ async def test_an_unreadable_dynamodb_item_is_set_apart(
     loaded = await dynamodb_store.load()
     assert set(loaded.records) == {"ok"}
     assert "invalid record of bad" in loaded.unreadable["bad"]
+
+
+async def test_events_are_kept_beside_the_records_without_disturbing_them(
+    store: StateStore,
+) -> None:
+    await store.put("staging", RECORD)
+    events = [{"time": "2026-01-15T10:30:00.000Z", "kind": "run_started", "reason": "x"}]
+    await store.save_events(events)
+    assert await store.load_events() == events
+    loaded = await store.load()
+    assert set(loaded.records) == {"staging"} and loaded.unreadable == {}
+    await store.put("staging", loaded.records["staging"])  # a record write keeps the events
+    assert await store.load_events() == events
