@@ -160,6 +160,10 @@ async def waiting_page(request: web.Request) -> web.Response:
     host = request_host(request)
     activator = request.app[ACTIVATOR_KEY].activator
     name = activator.environment_for(host) if host else None
+    if name is None and request.app[ACTIVATOR_KEY].snapshot().last_pass_completed_at is None:
+        # just started: which names are whose is known after the first pass; come back
+        page = _Page(503, "Starting", "The site is starting; this page reloads by itself.", 5)
+        return _render(page, None, wants_json)
     if name is None:  # nothing is woken for a name no environment answers to
         page = _Page(
             404, "Unknown site", f"No environment answers for {host or 'this host'}.", None
@@ -217,7 +221,7 @@ async def activator_running(
             try:
                 address = await task_address(metadata_uri)
                 target = ActivatorTarget(settings.activator_target_group, address, int(port))
-                aws = AwsClients(target.region)
+                aws = AwsClients(target.region, controller.metrics.count_aws_call)
                 await register(aws, target)
             except RegistrationError as exc:
                 log.error("activator not registered in its target group", error=str(exc))

@@ -14,7 +14,7 @@ from aiohttp import web
 from controller.core.clock import utc_iso
 from controller.core.durations import parse_duration
 from controller.core.state_store import StateStoreError
-from controller.engine.controller import Controller
+from controller.engine.controller import Controller, UnknownEnvironment
 from controller.http_common import CONTROLLER_KEY, authorized, error
 from controller.status_view import seed_status
 
@@ -41,7 +41,7 @@ async def _json_object(request: web.Request, shape: str) -> dict[str, Any] | web
         return {}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # 4 KiB of brackets nest deeper than the parser goes
         data = None
     if not isinstance(data, dict):
         return error(400, f"the body must be JSON: {shape}")
@@ -102,6 +102,8 @@ async def suspend(request: web.Request) -> web.Response:
         return reason
     try:
         await controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS)
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
     except (StateStoreError, TimeoutError) as exc:
         return _not_written(exc)
     body = {"message": f"{name} suspended", "environment": name, "suspended": True}
@@ -123,6 +125,8 @@ async def resume(request: web.Request) -> web.Response:
         )
     try:
         cleared = await controller.resume(name, OVERRIDE_WAIT_SECONDS)
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
     except (StateStoreError, TimeoutError) as exc:
         return _not_written(exc)
     message = f"{name} resumed" if cleared else f"{name} was not suspended"
@@ -156,6 +160,8 @@ async def set_power(request: web.Request) -> web.Response:
         override = await controller.override_power(
             name, power, duration, reason, OVERRIDE_WAIT_SECONDS
         )
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
     except (StateStoreError, TimeoutError) as exc:
         return _not_written(exc)
     body = {
@@ -188,6 +194,8 @@ async def clear_power(request: web.Request) -> web.Response:
     controller, name = target
     try:
         await controller.clear_power_override(name, OVERRIDE_WAIT_SECONDS)
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
     except (StateStoreError, TimeoutError) as exc:
         return _not_written(exc)
     return web.Response(status=204)
@@ -243,6 +251,8 @@ async def _infra_power(request: web.Request, power: Literal["on", "off"]) -> web
         await controller.override_power(
             name, power, None, f"/infra/{verb} (the earlier interface)", OVERRIDE_WAIT_SECONDS
         )
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
     except (StateStoreError, TimeoutError) as exc:
         return _not_written(exc)
     env = controller.snapshot().environments[name]

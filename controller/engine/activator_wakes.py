@@ -48,6 +48,7 @@ class WaitingAnswer:
 class _Wake:
     started_at: datetime
     failed_at: datetime | None = None
+    scaling: bool = False  # its scale-up was started (by this process)
     follow: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -70,7 +71,7 @@ class ActivatorWakes:
         self._wake_decision = wake
         self._dry_run = dry_run
         self._wakes: dict[str, _Wake] = {}
-        self._hosts: tuple[int, Mapping[str, str], tuple[tuple[str, str], ...]] | None = None
+        self._hosts: tuple[Snapshot, Mapping[str, str], tuple[tuple[str, str], ...]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
 
@@ -89,7 +90,7 @@ class ActivatorWakes:
 
     def _host_map(self) -> tuple[Mapping[str, str], tuple[tuple[str, str], ...]]:
         snapshot = self._snapshot()
-        if self._hosts is not None and self._hosts[0] == id(snapshot):
+        if self._hosts is not None and self._hosts[0] is snapshot:
             return self._hosts[1], self._hosts[2]
         declared: dict[str, str] = {}
         routed: dict[str, set[str]] = {}
@@ -110,7 +111,7 @@ class ActivatorWakes:
         patterns = tuple(
             sorted((h, next(iter(n))) for h, n in routed.items() if len(n) == 1 and "*" in h)
         )
-        self._hosts = (id(snapshot), exact, patterns)
+        self._hosts = (snapshot, exact, patterns)
         return exact, patterns
 
     # ---- wakes ----
@@ -130,6 +131,10 @@ class ActivatorWakes:
             self._forget(name)
             wake = None
         if wake is None:
+            if not self._handled_here(env):
+                # unknown, or awake with nothing switched: never a reason to act (nor to run
+                # passes for whoever sends requests); the page reloads, the passes tell
+                return WaitingAnswer(name, True, "waking", expected, 0)
             wake = self._wakes[name] = _Wake(started_at=now)
             self._start(name, env, host, wake)
         elif wake.failed_at is not None and now - wake.failed_at >= RETRY_AFTER_FAILURE:
@@ -137,6 +142,15 @@ class ActivatorWakes:
             self._start(name, env, host, wake)
         waited = round((now - wake.started_at).total_seconds())
         return WaitingAnswer(name, True, "waking", expected, waited)
+
+    @staticmethod
+    def _handled_here(env: EnvironmentSnapshot) -> bool:
+        """Known asleep (a wake to make), or awake with its routes still at the activator
+        (a switch back to hasten)."""
+        service = env.facts.service
+        if service is None or not service.exists:
+            return False
+        return not service.awake or bool(env.record.routes.switched)
 
     def _refused(self, env: EnvironmentSnapshot) -> str | None:
         if self.stopping:
@@ -161,8 +175,9 @@ class ActivatorWakes:
     def _start(self, name: str, env: EnvironmentSnapshot, host: str, wake: _Wake) -> None:
         service = env.facts.service
         if service is not None and service.awake:  # woken already: only its routes lag
-            self._follow(name, wake)
+            self._follow(name, wake, host)
             return
+        wake.scaling = True
         task = asyncio.create_task(self._scale_up(name, env, host, wake))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -181,10 +196,11 @@ class ActivatorWakes:
         except Exception as exc:  # the next request tries again, a few seconds later
             log.error("wake from the activator failed", environment=name, error=str(exc))
             wake.failed_at = self._clock.now()
+            wake.scaling = False
             return
-        self._follow(name, wake)
+        self._follow(name, wake, host)
 
-    def _follow(self, name: str, wake: _Wake) -> None:
+    def _follow(self, name: str, wake: _Wake, host: str) -> None:
         """Passes for `name` every few seconds while it wakes: its routes come back as soon
         as it serves, not at the next interval."""
         if wake.follow is not None and not wake.follow.done():
@@ -197,6 +213,13 @@ class ActivatorWakes:
                 env = self._snapshot().environments.get(name)
                 if env is None or self._done(env, wake, self._clock.now()):
                     self._forget(name)
+                    return
+                service = env.facts.service
+                asleep = service is not None and service.exists and not service.awake
+                if asleep and not wake.scaling:
+                    # it looked awake when the request came, in the pass that put it to
+                    # sleep: the scale-up is still to make
+                    self._start(name, env, host, wake)
 
         wake.follow = asyncio.create_task(follow())
 

@@ -43,6 +43,10 @@ log = structlog.get_logger("infra_controller")
 RUNNER_STOP_GRACE_SECONDS = 3.0
 
 
+class UnknownEnvironment(KeyError):
+    """The environment is not (or no longer) in the desired state in force."""
+
+
 class Controller:
     def __init__(
         self,
@@ -142,7 +146,7 @@ class Controller:
         TimeoutError when the pass in progress does not end within `wait` seconds."""
         now = self.clock.now()
 
-        def suspended(overrides: Overrides) -> Overrides:
+        def suspended(overrides: Overrides, spec: Environment) -> Overrides:
             kept = overrides.suspension
             since = kept.since if kept is not None else now  # suspended since the first ask
             return replace(overrides, suspension=Suspension(reason, since))
@@ -155,7 +159,7 @@ class Controller:
     async def resume(self, name: str, wait: float) -> bool:
         """Clear a suspension set through the API; False when there was none. Raises as
         `suspend`."""
-        before = await self._set_overrides(name, lambda o: replace(o, suspension=None), wait)
+        before = await self._set_overrides(name, lambda o, _: replace(o, suspension=None), wait)
         if before.suspension is None:
             return False
         log.info("environment resumed through the API", environment=name)
@@ -174,18 +178,23 @@ class Controller:
         """Power `name` on or off, ahead of its schedule and git, for `duration`; without one,
         until the schedule's next change (or, without a schedule, until cleared or until a new
         revision changes its `power`). Written before this returns; raises as `suspend`."""
-        desired = self._tracker.desired
-        assert desired is not None  # the caller checked `knows(name)`
-        spec = desired.environments[name]
-        now = self.clock.now()
-        if duration is not None:
-            expires: datetime | None = now + duration
-        elif spec.schedule is not None and spec.power == "on":
-            expires = spec.schedule.next_change(now)
-        else:
-            expires = None
-        override = PowerOverride(power, reason, now, expires, spec.power)
-        await self._set_overrides(name, lambda o: replace(o, power=override), wait)
+        made: list[PowerOverride] = []
+
+        def overridden(overrides: Overrides, spec: Environment) -> Overrides:
+            # from the revision in force when it is written, not one a pass replaced since
+            now = self.clock.now()
+            if duration is not None:
+                expires: datetime | None = now + duration
+            elif spec.schedule is not None and spec.power == "on":
+                expires = spec.schedule.next_change(now)
+            else:
+                expires = None
+            made.append(PowerOverride(power, reason, now, expires, spec.power))
+            return replace(overrides, power=made[-1])
+
+        await self._set_overrides(name, overridden, wait)
+        override = made[-1]
+        expires = override.expires_at
         log.info(
             "power override set",
             environment=name,
@@ -201,7 +210,7 @@ class Controller:
 
     async def clear_power_override(self, name: str, wait: float) -> bool:
         """False when there was none. Raises as `suspend`."""
-        before = await self._set_overrides(name, lambda o: replace(o, power=None), wait)
+        before = await self._set_overrides(name, lambda o, _: replace(o, power=None), wait)
         if before.power is None:
             return False
         log.info("power override cleared", environment=name)
@@ -210,23 +219,33 @@ class Controller:
         return True
 
     async def _set_overrides(
-        self, name: str, change: Callable[[Overrides], Overrides], wait: float
+        self, name: str, change: Callable[[Overrides, Environment], Overrides], wait: float
     ) -> Overrides:
-        """Apply `change` to the overrides of `name` and write them; the overrides before."""
-        # between passes: a pass holds the working records and writes them at its end
-        async with asyncio.timeout(wait), self._pass_lock:
+        """Apply `change` to the overrides of `name` and write them; the overrides before.
+        Raises UnknownEnvironment when a new revision removed it meanwhile."""
+        # between passes: a pass holds the working records and writes them at its end; only
+        # the wait for it is bounded, never the write (half a write must not count as none)
+        async with asyncio.timeout(wait):
+            await self._pass_lock.acquire()
+        try:
+            desired = self._tracker.desired
+            if desired is None or name not in desired.environments:
+                raise UnknownEnvironment(name)
             await self._memory.ensure_loaded()
             reason = self._memory.unreadable(name)
             if reason is not None:
                 raise StateStoreError(reason)
             record = self._memory.record(name)
-            self._memory.update(name, replace(record, overrides=change(record.overrides)))
+            changed = change(record.overrides, desired.environments[name])
+            self._memory.update(name, replace(record, overrides=changed))
             try:
                 await self._memory.save(name)
-            except StateStoreError:
-                self._memory.update(name, record)  # not written: not in force either
+            except BaseException:  # not written (or not known to be): not in force either
+                self._memory.update(name, record)
                 raise
             self._publish()
+        finally:
+            self._pass_lock.release()
         if record.overrides != self._memory.record(name).overrides:
             self.request_pass(PassRequest(due_now=frozenset({name})))
         return record.overrides

@@ -339,6 +339,14 @@ class PassEngine:
             if name not in desired.environments:
                 managed = name in self.runtimes or self.memory.was_stored(name)
                 self.reporter.removed(name, was_managed=managed)
+                switched = self.memory.record(name).routes.switched
+                if switched:  # left as it is, this too: say what a person must put back
+                    log.error(
+                        "environment removed while its routes are at the activator: switch "
+                        "them back to its service (or put the environment back)",
+                        environment=name,
+                        routes=[e.rule_arn or e.listener_arn for e in switched],
+                    )
                 self.runtimes.pop(name, None)
                 self.memory.forget(name)
 

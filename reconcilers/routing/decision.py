@@ -50,6 +50,8 @@ class RoutingObservation:
     routes: tuple[Route, ...] | None = None
     healthy_targets: int | None = None  # in the service's target groups; None: not read
     error: str | None = None
+    # no other environment's service is behind the same load balancers
+    sole_on_balancers: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,33 @@ def decide(
         if (entry.listener_arn, entry.rule_arn) in current
         and sent_to in forwarded_to(current[(entry.listener_arn, entry.rule_arn)].actions)
     )
+    kept += _strays(observed, {(e.listener_arn, e.rule_arn) for e in kept}, sent_to, own)
     cleaned = RoutesRecord(kept, s.routes.switched_at, sent_to) if kept else RoutesRecord()
     if s.uses_activator and s.asleep:
         if s.power_state not in (None, "RUNNING"):
             return _none(f"power state {s.power_state}: routes left as they are", routes=cleaned)
         return _to_activator(s, observed.routes, own, cleaned)
     return _to_service(s, current, own, cleaned, observed.healthy_targets)
+
+
+def _strays(
+    observed: RoutingObservation, recorded: set[RouteKey], sent_to: str | None, own: set[str]
+) -> tuple[SwitchedRoute, ...]:
+    """Routes at the activator that no record explains (a lost or reset state store), taken
+    over as this service's: only when its load balancers serve no other environment, where
+    they can be no one else's."""
+    if sent_to is None or not observed.sole_on_balancers:
+        return ()
+    return tuple(
+        SwitchedRoute(
+            r.listener_arn,
+            r.rule_arn,
+            as_text(retarget(r.actions, {sent_to}, sorted(own)[0])),
+            as_text(r.actions),
+        )
+        for r in observed.routes or ()
+        if r.key not in recorded and sent_to in forwarded_to(r.actions)
+    )
 
 
 def _to_activator(

@@ -91,6 +91,11 @@ class RoutingReconciler:
     ) -> Mapping[str, RoutingObservation]:
         wanted: dict[str, tuple[bool, bool]] = {}
         by_region: dict[str, list[EnvironmentContext]] = defaultdict(list)
+        users: dict[str, set[str]] = defaultdict(set)  # load balancer -> environments
+        for context in contexts:
+            service = context.facts.service
+            for balancer in service.load_balancer_arns if service is not None else ():
+                users[balancer].add(context.name)
         for context in contexts:
             routes, health = needs(context, self.activator)
             if routes or health:
@@ -104,6 +109,11 @@ class RoutingReconciler:
         }
         for answer in answers:
             observations.update(answer)
+        for context in contexts:
+            service = context.facts.service
+            balancers = service.load_balancer_arns if service is not None else ()
+            sole = bool(balancers) and all(users[b] == {context.name} for b in balancers)
+            observations[context.name] = replace(observations[context.name], sole_on_balancers=sole)
         return observations
 
     async def _observe_region(

@@ -5,6 +5,7 @@ nothing, and the wake is timed from its first request to a healthy target."""
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,11 +18,13 @@ from aiohttp import web
 
 from controller.activator_server import activator_running, start_activator
 from controller.core.aws import AwsClients
+from controller.engine.passes import RETRY_EVERYTHING
 from controller.http_api import bound_port
 from controller.sandbox.demo_stack import DemoStack
 from controller.sandbox.emulator import free_port
 from tests.alb import Alb, activator_settings, forwards
 from tests.conftest import REGION, Harness, MakeController, desired_count
+from tests.fault_proxy import Fault, FaultProxy
 from tests.processes import interrupt_and_read_logs, start_daemon, wait_for_http
 from tests.waiting import until
 
@@ -216,9 +219,39 @@ def test_the_daemon_serves_the_activator_on_its_own_port(
         request = urllib.request.Request(
             f"http://127.0.0.1:{activator}/", headers={"Host": "unknown.example.net"}
         )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
-        assert refused.value.code == 404
+
+        def answer() -> int:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            return refused.value.code
+
+        deadline = time.monotonic() + 30
+        codes = [answer()]
+        # 503 "starting" until the first pass has said which names are whose
+        while codes[-1] == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            codes.append(answer())
+        assert set(codes[:-1]) <= {503} and codes[-1] == 404
     finally:
         logs = interrupt_and_read_logs(proc)
     assert any(line["event"] == "activator listening" for line in logs)
+
+
+async def test_a_service_whose_state_is_unknown_is_never_scaled_by_a_request(
+    make_controller: MakeController, stack: DemoStack, alb: Alb, proxy: FaultProxy
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await h.controller.reconcile_once()
+    h.clock.advance(timedelta(minutes=6))
+    await h.controller.reconcile_once()  # asleep, routes at the activator
+    proxy.set(Fault("html200", "DescribeServices"))
+    await h.controller.reconcile_once()
+    assert h.controller.snapshot().environments["demo"].facts.service is None
+    answer = h.controller.activator.request("demo", "www.example.org")
+    assert answer.waking  # the visitor still gets the page that reloads itself
+    await asyncio.sleep(0.2)
+    assert h.calls("UpdateService") == 1  # the scale to zero only: unknown is never acted on
+    proxy.clear()
+    await h.controller.reconcile_once(RETRY_EVERYTHING)  # past the failed pass's backoff
+    h.controller.activator.request("demo", "www.example.org")  # known asleep now
+    await until(lambda: h.calls("UpdateService") == 2)

@@ -195,3 +195,32 @@ async def test_on_a_shared_alb_only_the_sleeping_service_s_route_is_switched(
     assert listener["DefaultActions"][0]["TargetGroupArn"] == activator
     (second_rule,) = [r for r in rules if not r["IsDefault"]]
     assert second_rule["Actions"][0]["TargetGroupArn"] == by_name["shared-tg-1"]["TargetGroupArn"]
+
+
+async def test_routes_at_the_activator_come_back_even_after_the_state_store_is_lost(
+    make_controller: MakeController, seed_aws: AwsClients, stack: DemoStack, alb: Alb
+) -> None:
+    h = make_controller(desired(stack), **activator_settings(alb))
+    await sleep_it(h)
+    await h.controller.reconcile_once()
+    assert (await forwards(seed_aws, alb))["host"] == {"activator"}
+    h.state_path.unlink()  # what recorded the switch is gone
+    report = await h.controller.reconcile_once()
+    # the ALB serves no other environment: the routes at the activator can only be this one's
+    assert report.decision("demo", "routing").reason.startswith("asleep; its traffic goes to")
+    assert h.controller.request_wake("demo") is None
+    await h.controller.reconcile_once()
+    await seed_aws.call(
+        "elbv2",
+        "RegisterTargets",
+        REGION,
+        TargetGroupArn=alb.service_group,
+        Targets=[{"Id": "10.0.1.10", "Port": 80}],
+    )
+    report = await h.controller.reconcile_once()
+    assert report.decision("demo", "routing").action == "route_to_service"
+    assert await forwards(seed_aws, alb) == {
+        "default": {"service"},
+        "host": {"service"},
+        "shared": {"service", "other"},
+    }

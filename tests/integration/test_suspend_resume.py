@@ -141,6 +141,7 @@ async def test_suspend_and_resume_refuse_bad_requests_and_change_nothing(
         (b'{"reason": "' + b"x" * 201 + b'"}', 400),
         (b"{" + b" " * 5000 + b"}", 413),
         (b"[1]", 400),
+        (b"[" * 3000, 400),  # nested deeper than the JSON parser goes
     ]
     for body, expected in bad_bodies:
         status, _ = await api.post("/environments/demo/suspend", TOKEN, data=body)

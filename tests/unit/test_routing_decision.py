@@ -173,3 +173,15 @@ def test_a_wake_ends_with_a_running_task_behind_a_healthy_target() -> None:
     # without a target group, a running task is enough
     _, events = wake_progress(waking, service(groups=()), None, later)
     assert len(events) == 1
+
+
+def test_an_unrecorded_route_at_the_activator_comes_back_only_from_an_unshared_alb() -> None:
+    awake = situation(asleep=False, service=service())
+    shared = RoutingObservation(routes=(SWITCHED,), healthy_targets=1, sole_on_balancers=False)
+    decision, _ = decide(awake, shared)
+    assert (decision.action, decision.reason) == ("none", "traffic goes to the service")
+    alone = RoutingObservation(routes=(SWITCHED,), healthy_targets=1, sole_on_balancers=True)
+    decision, record = decide(awake, alone)
+    assert decision.action == "route_to_service"
+    assert [w.actions for w in decision.writes] == [tuple(simple(SERVICE))]
+    assert record == RoutesRecord()
