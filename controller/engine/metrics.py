@@ -152,6 +152,13 @@ class ControllerMetrics:
             ["environment", "source"],
             registry=r,
         )
+        self.scale_to_zero_lag = Histogram(
+            "infra_controller_scale_to_zero_lag_seconds",
+            "From a service's last request (as far as the metrics tell) to its scale to zero.",
+            ["environment"],
+            buckets=(60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400),
+            registry=r,
+        )
         self.wake_duration = Histogram(
             "infra_controller_wake_duration_seconds",
             "From a wake's signal to a running task behind a healthy target.",

@@ -318,6 +318,12 @@ def _woken(metrics: ControllerMetrics, name: str, event: Event) -> None:
     metrics.wakes_total.labels(name, str(event.attributes.get("source") or "metric")).inc()
 
 
+def _scaled_to_zero(metrics: ControllerMetrics, name: str, event: Event) -> None:
+    lag = event.attributes.get("lag_seconds")
+    if isinstance(lag, int | float):
+        metrics.scale_to_zero_lag.labels(name).observe(float(lag))
+
+
 def _wake_completed(metrics: ControllerMetrics, name: str, event: Event) -> None:
     duration = float(event.attributes.get("duration_seconds") or 0.0)
     metrics.wake_duration.labels(name).observe(duration)
@@ -331,6 +337,7 @@ def _wake_completed(metrics: ControllerMetrics, name: str, event: Event) -> None
 
 _EVENT_HANDLERS: dict[str, Callable[[ControllerMetrics, str, Event], None]] = {
     "woken": _woken,
+    "scaled_to_zero": _scaled_to_zero,
     "wake_completed": _wake_completed,
     "run_unconfirmed": _run_unconfirmed,
     "power_state_changed": _power_state_changed,
@@ -338,5 +345,4 @@ _EVENT_HANDLERS: dict[str, Callable[[ControllerMetrics, str, Event], None]] = {
     "run_succeeded": _run_finished,
     "run_failed": _run_finished,
     "run_not_started": _run_not_started,
-    # scaled_to_zero: the `aws change` line before the change already says it
 }

@@ -26,7 +26,13 @@ from reconcilers.idle.decision import (
     decide_in_context,
     needs_activity,
 )
-from reconcilers.interface import ActOutcome, EnvironmentContext, Event, Unobserved
+from reconcilers.interface import (
+    ActOutcome,
+    AttributeValue,
+    EnvironmentContext,
+    Event,
+    Unobserved,
+)
 
 GET_METRIC_DATA_BATCH = 500
 # a window of minutes fits one page; an answer that keeps asking for more is not to be trusted
@@ -137,19 +143,21 @@ class IdleReconciler:
         if facts.service is not None:
             facts = replace(facts, service=replace(facts.service, desired_count=count))
         kind = "scaled_to_zero" if decision.action == "scale_to_zero" else "woken"
+        attributes: dict[str, AttributeValue] = {
+            "desired_count": count,
+            "source": decision.wake_source,
+        }
+        last_request = context.record.idle.last_request_at
+        if kind == "scaled_to_zero" and last_request is not None:
+            # how long past the last request the service kept running (and costing)
+            attributes["lag_seconds"] = max(0.0, (now - last_request).total_seconds())
         return ActOutcome(
             record=replace(
                 context.record,
                 idle=after_scaling(context.record.idle, decision.action, now, decision.wake_source),
             ),
             facts=facts,
-            events=(
-                Event(
-                    kind,
-                    decision.reason,
-                    attributes={"desired_count": count, "source": decision.wake_source},
-                ),
-            ),
+            events=(Event(kind, decision.reason, attributes=attributes),),
             last_action={
                 "action": decision.action,
                 "reason": decision.reason,

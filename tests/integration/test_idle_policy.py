@@ -46,6 +46,10 @@ async def test_idle_service_is_scaled_to_zero_after_idle_after(
     status = h.status()["environments"]["demo"]
     assert status["service"]["desired"] == 0
     assert status["last_action"]["action"] == "scale_to_zero"
+    # no request seen: the lag counts from the start of the first window read, a lower bound
+    lag = "infra_controller_scale_to_zero_lag_seconds"
+    assert h.metric(f"{lag}_count", environment="demo") == 1
+    assert h.metric(f"{lag}_sum", environment="demo") >= 5 * 60
 
 
 async def test_recent_request_keeps_the_service_awake(
