@@ -22,7 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.core.clock import utc_iso
 from controller.engine.controller import Controller
 from controller.engine.passes import PassRequest
-from controller.http_common import CONTROLLER_KEY, authorized, error, header_bytes
+from controller.http_common import (
+    CONTROLLER_KEY,
+    authorized,
+    environment_request,
+    error,
+    header_bytes,
+)
 from controller.http_guard import (
     ConnectionGuard,
     GuardedSite,
@@ -124,14 +130,10 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def wake(request: web.Request) -> web.Response:
-    if refused := authorized(request):
-        return refused
-    controller = request.app[CONTROLLER_KEY]
-    name = request.match_info["name"]
-    if not controller.knows(name):
-        return error(404, f"unknown environment {name!r}")
-    if controller.stopping:
-        return error(503, "shutting down: no pass follows; ask again once restarted")
+    target = await environment_request(request)
+    if isinstance(target, web.Response):
+        return target
+    controller, name = target
     reason = controller.request_wake(name)
     if reason is not None:
         return error(409, reason)

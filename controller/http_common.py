@@ -35,3 +35,17 @@ def authorized(request: web.Request) -> web.Response | None:
     ):
         return error(401, "missing or invalid bearer token")
     return None
+
+
+async def environment_request(request: web.Request) -> tuple[Controller, str] | web.Response:
+    """The controller and the environment a mutating request names; the refusal otherwise
+    (no token, unknown environment, shutting down)."""
+    if refused := authorized(request):
+        return refused
+    controller = request.app[CONTROLLER_KEY]
+    name = request.match_info["name"]
+    if not controller.knows(name):
+        return error(404, f"unknown environment {name!r}")
+    if controller.stopping:
+        return error(503, "shutting down: no pass follows; ask again once restarted")
+    return controller, name

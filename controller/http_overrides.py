@@ -15,7 +15,7 @@ from controller.core.clock import utc_iso
 from controller.core.durations import parse_duration
 from controller.core.state_store import StateStoreError
 from controller.engine.controller import Controller, UnknownEnvironment
-from controller.http_common import CONTROLLER_KEY, authorized, error
+from controller.http_common import CONTROLLER_KEY, authorized, environment_request, error
 from controller.status_view import seed_status
 
 OVERRIDE_MAX_BYTES = 4096
@@ -65,19 +65,6 @@ def _unknown_keys(data: dict[str, Any], allowed: set[str], shape: str) -> web.Re
     return None
 
 
-async def _override(request: web.Request) -> tuple[Controller, str] | web.Response:
-    """The controller and the environment of an override request; the refusal otherwise."""
-    if refused := authorized(request):
-        return refused
-    controller = request.app[CONTROLLER_KEY]
-    name = request.match_info["name"]
-    if not controller.knows(name):
-        return error(404, f"unknown environment {name!r}")
-    if controller.stopping:
-        return error(503, "shutting down; ask again once restarted")
-    return controller, name
-
-
 def _not_written(exc: BaseException) -> web.Response:
     detail = "a pass is in progress" if isinstance(exc, TimeoutError) else str(exc)
     response = error(503, f"not recorded, nothing changed ({detail}); retry")
@@ -87,7 +74,7 @@ def _not_written(exc: BaseException) -> web.Response:
 
 async def suspend(request: web.Request) -> web.Response:
     """Suspend until `resume`: persisted before the answer (so a restart keeps it)."""
-    target = await _override(request)
+    target = await environment_request(request)
     if isinstance(target, web.Response):
         return target
     controller, name = target
@@ -112,7 +99,7 @@ async def suspend(request: web.Request) -> web.Response:
 
 async def resume(request: web.Request) -> web.Response:
     """Clear a suspension set through the API; the desired state's `suspend: true` wins."""
-    target = await _override(request)
+    target = await environment_request(request)
     if isinstance(target, web.Response):
         return target
     controller, name = target
@@ -137,7 +124,7 @@ async def resume(request: web.Request) -> web.Response:
 async def set_power(request: web.Request) -> web.Response:
     """`{"power": "on"|"off", "for": "2h", "reason": "demo"}`: the power in force, ahead of the
     schedule and git, until it expires."""
-    target = await _override(request)
+    target = await environment_request(request)
     if isinstance(target, web.Response):
         return target
     controller, name = target
@@ -188,7 +175,7 @@ def _duration(value: object) -> timedelta | web.Response | None:
 
 
 async def clear_power(request: web.Request) -> web.Response:
-    target = await _override(request)
+    target = await environment_request(request)
     if isinstance(target, web.Response):
         return target
     controller, name = target
