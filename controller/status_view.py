@@ -69,6 +69,7 @@ def environment_status(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any
         "last_action": dict(env.last_action) if env.last_action else None,
         "suspended": _suspended(env),
         "traffic": _traffic(env),
+        "cost": _cost(env),
         "conditions": _conditions(env),
         "endpoint": env.facts.endpoint,
         "last_reconciled_at": utc_iso(env.last_update),
@@ -92,6 +93,19 @@ def _power_source(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
             "expires_at": utc_iso(override.expires_at),
         },
         "next_change": utc_iso(in_force.next_change),
+    }
+
+
+def _cost(env: EnvironmentSnapshot) -> dict[str, Any]:
+    """This month, as observed: hours powered on and awake, and what powering off saved."""
+    cost = env.record.cost
+    return {
+        "month": cost.month,
+        "hours_on": round(cost.powered_on_seconds / 3600, 2),
+        "hours_awake": round(cost.awake_seconds / 3600, 2),
+        "estimated_savings_dollars": {
+            "power": round(cost.power_savings, 2) if env.spec.cost else None
+        },
     }
 
 

@@ -126,6 +126,14 @@ class IdlePolicy(_Strict):
         return self
 
 
+class CostSpec(_Strict):
+    """What the environment costs, for the savings estimate (contract section 14)."""
+
+    hourly_when_on: float = Field(
+        ge=0, le=10_000, description="USD per hour the whole environment costs while powered on"
+    )
+
+
 class Environment(_Strict):
     power: PowerSetting
     region: Annotated[str, StringConstraints(pattern=REGION_PATTERN)] | None = None
@@ -136,6 +144,7 @@ class Environment(_Strict):
     terraform: TerraformSpec | None = None
     service: ServiceRef | None = None
     idle: IdlePolicy | None = None
+    cost: CostSpec | None = None
 
     @model_validator(mode="after")
     def _schedule_leaves_time_for_runs(self) -> Environment:

@@ -144,11 +144,23 @@ class Overrides:
 
 
 @dataclass(frozen=True)
+class CostRecord:
+    """This month's time powered on and awake, and what powering off saved (core.cost)."""
+
+    month: str | None = None  # YYYY-MM
+    powered_on_seconds: float = 0.0
+    awake_seconds: float = 0.0
+    power_savings: float = 0.0  # USD, from `cost.hourly_when_on`
+    accounted_at: AwareDatetime | None = None
+
+
+@dataclass(frozen=True)
 class EnvironmentRecord:
     idle: IdleRecord = field(default_factory=IdleRecord)
     power: PowerRecord = field(default_factory=PowerRecord)
     overrides: Overrides = field(default_factory=Overrides)
     routes: RoutesRecord = field(default_factory=RoutesRecord)
+    cost: CostRecord = field(default_factory=CostRecord)
     version: int = 0  # 0: never written
 
 

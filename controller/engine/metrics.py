@@ -18,6 +18,7 @@ class ControllerMetrics:
         self._define_environment_metrics(self.registry)
         self._define_change_metrics(self.registry)
         self._define_wake_metrics(self.registry)
+        self._define_cost_metrics(self.registry)
 
     def _define_pass_metrics(self, r: CollectorRegistry) -> None:
         self.reconcile_total = Counter(
@@ -164,6 +165,26 @@ class ControllerMetrics:
             "From a wake's signal to a running task behind a healthy target.",
             ["environment"],
             buckets=(5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600),
+            registry=r,
+        )
+
+    def _define_cost_metrics(self, r: CollectorRegistry) -> None:
+        self.powered_on_seconds = Counter(
+            "infra_controller_powered_on_seconds",
+            "Time the environment was powered on (STARTING, RUNNING, STOPPING), as observed.",
+            ["environment"],
+            registry=r,
+        )
+        self.awake_seconds = Counter(
+            "infra_controller_service_awake_seconds",
+            "Time the environment's service was awake (desiredCount above 0), as observed.",
+            ["environment"],
+            registry=r,
+        )
+        self.savings = Counter(
+            "infra_controller_estimated_savings_dollars",
+            "Estimated USD saved, by lever: power (time STOPPED at cost.hourly_when_on).",
+            ["environment", "lever"],
             registry=r,
         )
 

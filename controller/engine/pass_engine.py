@@ -20,6 +20,7 @@ import structlog
 
 from controller.core.aws import NoRegion
 from controller.core.clock import Clock
+from controller.core.cost import account
 from controller.core.desired_state import DesiredState, Environment
 from controller.core.records import EnvironmentRecord
 from controller.core.state_store import StateStoreError, StoreConflict
@@ -250,6 +251,8 @@ class PassEngine:
         if any(d.satisfies_wake for _, d in decisions):
             runtime.wakes_satisfied = max(runtime.wakes_satisfied, runtime.wakes_before_pass)
         runtime.merge_facts(context.facts)
+        if options.persist:
+            context = self._account(context, now)
         self.memory.update(context.name, context.record)
         if options.persist:
             await self.memory.save(context.name)  # a record not saved fails the environment
@@ -277,6 +280,18 @@ class PassEngine:
         if outcome.performed and outcome.last_action is not None:
             runtime.last_action = outcome.last_action
         return context.after(outcome)
+
+    def _account(self, context: EnvironmentContext, now: datetime) -> EnvironmentContext:
+        """Time powered on and awake, and the power lever's savings, up to this pass."""
+        facts, spec = context.facts, context.spec
+        state = facts.power_state
+        powered_on = None if state in (None, "ERROR") else state != "STOPPED"
+        service = facts.service
+        awake = None if service is None else (service.exists and service.awake)
+        hourly = spec.cost.hourly_when_on if spec.cost else None
+        cost, step = account(context.record.cost, now, powered_on, awake, hourly)
+        self.reporter.cost(context.name, step)
+        return replace(context, record=replace(context.record, cost=cost))
 
     def _ended_overrides(
         self, name: str, spec: Environment, record: EnvironmentRecord, now: datetime

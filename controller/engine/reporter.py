@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from controller.core.clock import Clock, SystemClock
+from controller.core.cost import CostStep
 from controller.core.durations import format_duration
 from controller.desired.tracker import DesiredStateView, Refresh
 from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
@@ -225,6 +226,11 @@ class Reporter:
             self.metrics.seconds_since_last_request.labels(name).set(
                 max(0.0, (now - facts.last_request_at).total_seconds())
             )
+
+    def cost(self, name: str, step: CostStep) -> None:
+        self.metrics.powered_on_seconds.labels(name).inc(step.powered_on_seconds)
+        self.metrics.awake_seconds.labels(name).inc(step.awake_seconds)
+        self.metrics.savings.labels(name, "power").inc(step.power_savings)
 
     def suspension(self, name: str, by: str | None) -> None:
         self.metrics.set_suspended(name, by)

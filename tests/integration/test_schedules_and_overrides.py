@@ -228,3 +228,30 @@ async def test_a_controller_down_across_transitions_converges_to_now_without_rep
     h.clock.set(NOON + timedelta(days=3))
     report = await h.controller.reconcile_once()
     assert report.decision("staging", "power").action == "terraform_destroy"
+
+
+async def test_time_powered_off_is_counted_as_saved_at_the_hourly_cost(
+    make_controller: MakeController, quick_terraform: Path
+) -> None:
+    body = (
+        desired(quick_terraform, power="off", schedule=False) + "    cost: {hourly_when_on: 0.12}\n"
+    )
+    h = make_controller(body)
+    h.clock.set(NOON)
+    await settle(h, "STOPPED")
+    for _ in range(3):
+        h.clock.advance(timedelta(minutes=10))
+        await h.controller.reconcile_once()
+    saved = h.metric(
+        "infra_controller_estimated_savings_dollars_total", environment="staging", lever="power"
+    )
+    assert round(saved, 6) == round(0.5 * 0.12, 6)
+    cost = h.status()["environments"]["staging"]["cost"]
+    assert cost == {
+        "month": "2026-11",
+        "hours_on": 0.0,
+        "hours_awake": 0.0,
+        "estimated_savings_dollars": {"power": 0.06},
+    }
+    stored = (await FileStateStore(str(h.state_path)).load()).records["staging"]
+    assert round(stored.cost.power_savings, 6) == 0.06  # kept across restarts
