@@ -78,7 +78,7 @@ def test_validate_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> Non
     assert lines == [
         f"{bad}:4:12: environments.a.power: Input should be 'on' or 'off'",
         f"{bad}:5:5: environments.a.colour: unknown key 'colour'; allowed: power, region, "
-        "suspend, schedule, terraform, service, idle",
+        "suspend, schedule, terraform, service, idle, cost",
     ]
     assert "Traceback" not in result.stderr
 

@@ -102,7 +102,7 @@ async def test_a_bad_commit_changes_nothing_and_is_reported_once(
     assert status["desired_state_errors"] == [
         "desired_state.yaml:7:5: environments.demo.idel: unknown key 'idel' "
         "(did you mean 'idle'?); allowed: power, region, suspend, schedule, terraform, service, "
-        "idle"
+        "idle, cost"
     ]
     await h.controller.reconcile_once()  # the same bad revision: not reported again
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]

@@ -65,7 +65,7 @@ def test_unknown_key_is_reported_with_its_position_and_a_suggestion() -> None:
     text = "version: 1\nenvironments:\n  staging:\n    power: on\n    suspnd: true\n"
     assert problems(text) == [
         "ds.yaml:5:5: environments.staging.suspnd: unknown key 'suspnd' (did you mean 'suspend'?); "
-        "allowed: power, region, suspend, schedule, terraform, service, idle"
+        "allowed: power, region, suspend, schedule, terraform, service, idle, cost"
     ]
 
 
