@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test lint typecheck check bench clean
+.PHONY: sandbox test lint typecheck check bench bench-activator clean
 
 # uv installs in seconds where pip takes half a minute or more: the uv on PATH if there is one,
 # else `bootstrap` (pip installs uv into the venv, then uv installs the rest); pip alone if
@@ -66,6 +66,9 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_calls.py
+
+bench-activator: $(STAMP)
+	$(BIN)/python bench/activator.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)"
     )
+    sandbox.add_argument(
+        "--alb-addr",
+        help="HOST:PORT of the local load balancer stand-in to browse (default 127.0.0.1:8000)",
+    )
+    sandbox.add_argument(
+        "--idle-after", help="the demo service's idle.after, e.g. 30s (default 30s)"
+    )
     return parser
 
 

@@ -1,45 +1,54 @@
 """`infra-controller sandbox`: the product's embedded default, with no AWS account.
 
 Starts the local AWS emulator, creates the demo stack in it, writes a desired state with short
-demo durations, simulates visitors, and runs the real controller (loop + HTTP server) against it.
+demo durations, and runs the real controller (loop + HTTP server + activator) against it. What
+the emulator only records is played by stand-ins in this process: the demo service's task (the
+demo app, registered in its target group while the service runs), its load balancer (a proxy
+routing as the emulator's listener says), and visitors making real requests through it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
-import secrets
 import shlex
 import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
+from controller.activator_server import activator_running
 from controller.core.aws import AwsClients
 from controller.core.clock import SystemClock
+from controller.core.durations import format_duration
 from controller.core.settings import Settings, setting_problems
 from controller.engine.controller import Controller
 from controller.http_api import bound_port, start_http_server
 from controller.logging_setup import configure_logging
-from controller.sandbox.demo_stack import DemoStack, create_demo_stack
-from controller.sandbox.emulator import LocalAws
+from controller.sandbox.config import REGION, SandboxConfig, sandbox_settings
+from controller.sandbox.demo_stack import (
+    DemoStack,
+    create_activator_target_group,
+    create_demo_stack,
+)
+from controller.sandbox.emulator import LocalAws, free_port
+from controller.sandbox.stand_ins import stand_ins_running, url_host
 from controller.sandbox.traffic import run_simulator
 from controller.wiring import IdleTuning, build_controller
 
 log = structlog.get_logger("infra_controller.sandbox")
 
 EXIT_OK, EXIT_INVALID = 0, 2
-REGION = "eu-west-3"
 DEMO_DESIRED_STATE = """\
 # The sandbox's desired state: one environment, with demo durations (a real one would idle
 # after minutes, not seconds). Edit it while the sandbox runs: the controller picks it up at once.
@@ -57,9 +66,10 @@ environments:
       cluster: {cluster}
       name: {service}
     idle:
-      after: 30s          # no request for 30 s -> desiredCount 0
+      after: {idle_after}         # no request for {idle_after} -> desiredCount 0
       active_count: 1
-      wake: on-request    # a request answered 503 while at zero wakes it
+      wake: on-request    # a request that reaches the activator wakes it at once
+      hosts: [localhost, 127.0.0.1]   # the Host a browser or curl sends to the load balancer
 """
 
 
@@ -93,37 +103,6 @@ MISSING_EMULATOR = (
 
 def emulator_installed() -> bool:
     return importlib.util.find_spec("moto") is not None
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    settings: Settings
-    token_generated: bool  # True: made for this run, so printed; False: the user's, never printed
-
-
-def sandbox_settings(args: argparse.Namespace, workdir: Path) -> SandboxConfig:
-    """The controller's settings: the sandbox's own files and demo interval; the rest as `run`
-    reads it (a flag, else its CONTROLLER_* variable, else the default). Raises
-    ValidationError for an invalid flag or variable."""
-    flags = {
-        key: value
-        for key in ("http_addr", "log_format")
-        if (value := getattr(args, key, None)) is not None
-    }
-    fixed: dict[str, Any] = {
-        "desired_state": str(workdir / "desired_state.yaml"),
-        "state_store": f"file://{workdir / 'state.json'}",
-        "runs_dir": str(workdir / "runs"),
-        "interval": "5s",  # validated from text, like a flag
-        "aws_region": REGION,
-    }
-    settings = Settings(**fixed, **flags)
-    if settings.api_token is not None:
-        return SandboxConfig(settings, token_generated=False)
-    # without a token the API refuses every POST: the sandbox makes one so `wake` can be tried
-    while (token := secrets.token_urlsafe(24)).startswith("-"):
-        pass  # `--token -x...` would read as an option
-    return SandboxConfig(Settings(**fixed, **flags, api_token=SecretStr(token)), True)
 
 
 def _listen_error(addr: str, exc: OSError) -> str:
@@ -175,6 +154,9 @@ async def _run_in(args: argparse.Namespace, workdir: Path, stop: asyncio.Event) 
         for line in setting_problems(exc, flags=("http_addr", "log_format")):
             print(f"infra-controller: {line}", file=sys.stderr)
         return EXIT_INVALID
+    except ValueError as exc:  # a sandbox flag
+        print(f"infra-controller: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     settings = config.settings
     if (problem := await _can_listen(settings.http_host, settings.http_port)) is not None:
         print(_listen_error(settings.http_addr, problem), file=sys.stderr)
@@ -190,10 +172,18 @@ async def _run_in(args: argparse.Namespace, workdir: Path, stop: asyncio.Event) 
         try:
             if stop.is_set():
                 return EXIT_OK
-            (stack,) = await create_demo_stack(simulator_aws, REGION)
+            (stack,) = await create_demo_stack(simulator_aws, REGION, running=True)
+            activator_group = await create_activator_target_group(simulator_aws, REGION)
             if stop.is_set():
                 return EXIT_OK
-            controller = await _demo_controller(settings, workdir, stack)
+            settings = settings.model_copy(
+                update={
+                    "activator_addr": f"127.0.0.1:{free_port()}",
+                    "activator_target_group": activator_group,
+                }
+            )
+            config = replace(config, settings=settings)
+            controller = await _demo_controller(settings, workdir, stack, config.idle_after)
             try:
                 return await _serve(args, config, controller, emulator, simulator_aws, stack, stop)
             finally:
@@ -206,12 +196,15 @@ async def _run_in(args: argparse.Namespace, workdir: Path, stop: asyncio.Event) 
         log.info("sandbox stopped", **kept)
 
 
-async def _demo_controller(settings: Settings, workdir: Path, stack: DemoStack) -> Controller:
+async def _demo_controller(
+    settings: Settings, workdir: Path, stack: DemoStack, idle_after: timedelta
+) -> Controller:
     text = DEMO_DESIRED_STATE.format(
         region=REGION,
         cluster=stack.cluster,
         service=stack.service,
         terraform_workdir=workdir / "infra",
+        idle_after=format_duration(idle_after),
     )
     await asyncio.to_thread(Path(settings.desired_state).write_text, text)
     # demo resolution: 10 s metric buckets instead of the ALB's 60 s
@@ -251,17 +244,8 @@ def try_commands(url: str, token: str | None) -> list[str]:
     ]
 
 
-def _url_host(host: str) -> str:
-    """The host a client on this machine reaches the server at."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
 async def _announce_when_ready(
-    config: SandboxConfig, controller: Controller, url: str, emulator: LocalAws
+    config: SandboxConfig, controller: Controller, url: str, alb_url: str, emulator: LocalAws
 ) -> None:
     """`sandbox ready` once the first pass has loaded the desired state: a `wake` from then on
     finds the demo environment."""
@@ -275,6 +259,7 @@ async def _announce_when_ready(
     log.info(
         "sandbox ready",
         api=url,
+        load_balancer=alb_url,
         desired_state=settings.desired_state,
         emulator=emulator.endpoint,
     )
@@ -286,11 +271,15 @@ async def _announce_when_ready(
     commands = "".join(
         f"    {line}\n" for line in try_commands(url, token if config.token_generated else None)
     )
+    silence = format_duration(config.idle_after)
     print(
         f"\nThe sandbox is ready: the controller answers at {url} (/status, /metrics).\n"
         f"{heading}"
         f"Try, from another terminal:\n{commands}"
-        "Watch: traffic -> 30 s of silence -> scale to zero -> a visitor gets 503 -> wake.\n"
+        f"The demo service answers behind a stand-in for its load balancer: open {alb_url}\n"
+        "in a browser, or curl it. While the service sleeps, the activator answers there.\n"
+        f"Watch: traffic -> {silence} of silence -> scale to zero, routes to the activator ->\n"
+        "a visitor gets the waiting page and the wake starts at once -> the service answers.\n"
         "Edit the desired state while it runs (suspend: true observes only; power: off\n"
         "destroys the demo stack with a stand-in terraform, power: on recreates it):\n"
         f"    {settings.desired_state}\n",
@@ -313,20 +302,44 @@ async def _serve(
     except OSError as exc:  # taken since the check at start
         print(_listen_error(settings.http_addr, exc), file=sys.stderr)
         return EXIT_INVALID
-    url = f"http://{_url_host(settings.http_host)}:{bound_port(runner)}"
+    url = f"http://{url_host(settings.http_host)}:{bound_port(runner)}"
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
-    background = [
-        asyncio.create_task(
-            run_simulator(simulator_aws, REGION, stack.cluster, stack.service, SystemClock())
-        ),
-        asyncio.create_task(_announce_when_ready(config, controller, url, emulator)),
-    ]
-    try:
-        await controller.run(stop)
-    finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await runner.cleanup()
+    async with contextlib.AsyncExitStack() as resources:
+        resources.push_async_callback(runner.cleanup)
+        try:
+            activator = await resources.enter_async_context(activator_running(controller, None))
+        except OSError as exc:
+            print(f"infra-controller: the activator: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        assert activator is not None and settings.activator_target_group is not None
+        alb_url = await resources.enter_async_context(
+            stand_ins_running(
+                simulator_aws,
+                stack,
+                (config.alb_host, config.alb_port),
+                (settings.activator_target_group, bound_port(activator)),
+            )
+        )
+        busy = min(20.0, config.idle_after.total_seconds())
+        background = [
+            asyncio.create_task(
+                run_simulator(
+                    simulator_aws,
+                    REGION,
+                    stack.cluster,
+                    stack.service,
+                    SystemClock(),
+                    alb_url,
+                    busy_seconds=busy,
+                )
+            ),
+            asyncio.create_task(_announce_when_ready(config, controller, url, alb_url, emulator)),
+        ]
+        try:
+            await controller.run(stop)
+        finally:
+            for job in background:
+                job.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
     return EXIT_OK

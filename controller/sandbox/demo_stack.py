@@ -25,8 +25,11 @@ async def create_demo_stack(
     name: str = "demo",
     services: int = 1,
     desired_count: int = 1,
+    running: bool = False,
 ) -> list[DemoStack]:
-    """One VPC, ALB and cluster; `services` Fargate services, each behind its own target group."""
+    """One VPC, ALB and cluster; `services` Fargate services, each behind its own target group.
+    `running`: each service's runningCount as ECS reports it once its tasks run (the emulator
+    creates a service with runningCount 0 and never starts a task)."""
     vpc = (await aws.call("ec2", "CreateVpc", region, CidrBlock="10.0.0.0/16"))["Vpc"]["VpcId"]
     subnets = [
         (
@@ -134,6 +137,15 @@ async def create_demo_stack(
                 "awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group]}
             },
         )
+        if running:  # the emulator sets runningCount to desiredCount on every update
+            await aws.call(
+                "ecs",
+                "UpdateService",
+                region,
+                cluster=cluster,
+                service=service,
+                desiredCount=desired_count,
+            )
         stacks.append(
             DemoStack(
                 region=region,
@@ -145,6 +157,28 @@ async def create_demo_stack(
             )
         )
     return stacks
+
+
+async def create_activator_target_group(
+    aws: AwsClients, region: str, name: str = "demo", port: int = 8081
+) -> str:
+    """The activator's IP target group, in the demo VPC (as the README's set-up creates it
+    next to a real ALB); its ARN. Named apart from the demo's `-tg-` groups: a destroy of the
+    demo stack leaves it, as it would leave the controller's own infrastructure."""
+    groups = await aws.call("elbv2", "DescribeTargetGroups", region, Names=[f"{name}-tg-0"])
+    answer = await aws.call(
+        "elbv2",
+        "CreateTargetGroup",
+        region,
+        Name=f"{name}-activator",
+        Protocol="HTTP",
+        Port=port,
+        VpcId=groups["TargetGroups"][0]["VpcId"],
+        TargetType="ip",
+        HealthCheckPath="/",
+        Matcher={"HttpCode": "200-499"},
+    )
+    return str(answer["TargetGroups"][0]["TargetGroupArn"])
 
 
 async def find_demo_stack(

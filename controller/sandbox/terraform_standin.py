@@ -23,7 +23,7 @@ async def _converge(command: str, config: dict[str, Any]) -> None:
     try:
         exists = await find_demo_stack(aws, region, f"{name}-cluster", f"{name}-service")
         if command == "apply" and exists is None:
-            await create_demo_stack(aws, region, name=name)
+            await create_demo_stack(aws, region, name=name, running=True)
         elif command == "destroy":
             await delete_demo_stack(aws, region, name=name)
     finally:

@@ -1,5 +1,6 @@
-"""The sandbox's simulated visitors, on a clock the test moves one sleep at a time, writing
-ALB metrics into the local emulator as a real load balancer would."""
+"""The sandbox's simulated visitors, on a clock the test moves one sleep at a time, visiting
+the demo service through the load balancer stand-in, which counts them in the local emulator
+as a real load balancer would."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from controller.core.aws import AwsClients
+from controller.http_api import bound_port
+from controller.sandbox.alb import ListenerReader, LoadBalancer, start_load_balancer
+from controller.sandbox.demo_app import start_demo_app
 from controller.sandbox.demo_stack import DemoStack, create_demo_stack
+from controller.sandbox.ecs import TaskStandIn
 from controller.sandbox.traffic import simulate_visitors
 from tests.conftest import REGION
 from tests.waiting import until
@@ -88,6 +93,14 @@ async def test_visitors_keep_trying_a_sleeping_service_and_return_when_it_wakes(
     past. Once the service serves again, the busy traffic comes back."""
     (stack,) = await create_demo_stack(seed_aws, REGION)
     clock = SteppedClock()
+    # the ALB counts on the visitors' clock; the task starts at once, in real time
+    balancer = LoadBalancer(seed_aws, REGION, ListenerReader(seed_aws, REGION, "demo-alb"), clock)
+    alb = await start_load_balancer(balancer, "127.0.0.1", 0)
+    app = await start_demo_app()
+    task = TaskStandIn(
+        seed_aws, REGION, stack.cluster, stack.service, ("127.0.0.1", bound_port(app)), 0
+    )
+    ecs = asyncio.create_task(task.run(poll_seconds=0.05))
     visitors = asyncio.create_task(
         simulate_visitors(
             seed_aws,
@@ -95,6 +108,7 @@ async def test_visitors_keep_trying_a_sleeping_service_and_return_when_it_wakes(
             stack.cluster,
             stack.service,
             clock,
+            f"http://127.0.0.1:{bound_port(alb)}",
             busy_seconds=20,
             tick_seconds=5,
             rng=random.Random(7),
@@ -102,11 +116,13 @@ async def test_visitors_keep_trying_a_sleeping_service_and_return_when_it_wakes(
         )
     )
     try:
+        await until(lambda: bool(task.serving))
         start = clock.now()
         await clock.run_until(start + timedelta(seconds=40))
         assert await requests(seed_aws, stack, "RequestCount", start, clock.now()) > 0
 
         await set_desired_count(seed_aws, stack, 0)  # as the controller would
+        await until(lambda: not task.serving)  # its task stopped: no target left
         asleep = clock.now()
         await clock.run_until(asleep + timedelta(minutes=4))
         late = (asleep + timedelta(minutes=2), clock.now())
@@ -114,10 +130,15 @@ async def test_visitors_keep_trying_a_sleeping_service_and_return_when_it_wakes(
         assert await requests(seed_aws, stack, "RequestCount", asleep, clock.now()) == 0
 
         await set_desired_count(seed_aws, stack, 1)  # the wake, once something acts on a 503
+        await until(lambda: bool(task.serving))
         woken = clock.now()
         await clock.run_until(woken + timedelta(seconds=30))
         assert await requests(seed_aws, stack, "RequestCount", woken, clock.now()) > 0
         assert await requests(seed_aws, stack, "HTTPCode_ELB_503_Count", woken, clock.now()) == 0
     finally:
         visitors.cancel()
-        await asyncio.gather(visitors, return_exceptions=True)
+        ecs.cancel()
+        await asyncio.gather(visitors, ecs, return_exceptions=True)
+        await alb.cleanup()
+        await balancer.close()
+        await app.cleanup()
