@@ -66,6 +66,8 @@ class IdleObservation:
     error: str | None = None  # why something is unknown
     # the environment's power state when Terraform manages it; the policy waits for RUNNING
     power_state: PowerState | None = None
+    # its load balancer routes go to the activator (the routing policy's record)
+    traffic_at_activator: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +203,9 @@ def _decide_awake(
     assert idle is not None
     if observed.wake_requested:
         return _none("wake requested, and the service is already awake")
+    if observed.wakefulness.wake_started_at is not None or observed.traffic_at_activator:
+        # its visitors reach the activator, not the service: the metrics cannot show them
+        return _none("waking: its traffic is not back on the service yet, so not idle")
     keep = idle.keep_awake
     if keep is not None and keep.is_active(now):
         until = keep.next_change(now)
@@ -253,8 +258,12 @@ def decide_in_context(
     record = track_last_request(record, reading.activity)
     woken = context.woken_outside_pass
     if woken is not None and record.wake_started_at is None:
-        # woken by the activator since the last pass: the wake started at its first request
-        record = replace(record, wake_started_at=woken, wake_source="activator")
+        # woken by the activator since the last pass: the wake started at its first request,
+        # a request the ALB metrics never show
+        latest = max(t for t in (record.last_request_at, woken) if t is not None)
+        record = replace(
+            record, wake_started_at=woken, wake_source="activator", last_request_at=latest
+        )
     observation = IdleObservation(
         service=service,
         activity=reading.activity,
@@ -262,6 +271,7 @@ def decide_in_context(
         wake_requested=context.wake_requested,
         error=reading.error or facts.service_error,
         power_state=facts.power_state if spec.terraform is not None else None,
+        traffic_at_activator=bool(context.record.routes.switched),
     )
     decision = decide(spec, observation, now)
     return replace(

@@ -323,3 +323,27 @@ def test_a_service_is_never_scaled_to_zero_inside_a_keep_awake_period() -> None:
     )
     after = decide(spec, observed(awake(), requests()), NOW + timedelta(hours=1))
     assert after.action == "scale_to_zero"
+
+
+def test_a_service_is_not_idle_while_its_wake_is_under_way_or_its_traffic_at_the_activator() -> (
+    None
+):
+    quiet = observed(awake(), requests())
+    waking = IdleObservation(
+        service=awake(),
+        activity=quiet.activity,
+        wakefulness=IdleRecord(awake_since=NOW - timedelta(hours=1), wake_started_at=NOW),
+    )
+    switched = IdleObservation(
+        service=awake(),
+        activity=quiet.activity,
+        wakefulness=quiet.wakefulness,
+        traffic_at_activator=True,
+    )
+    for observation in (waking, switched):
+        decision = decide(env(), observation, NOW)
+        assert (decision.action, decision.reason) == (
+            "none",
+            "waking: its traffic is not back on the service yet, so not idle",
+        )
+    assert decide(env(), quiet, NOW).action == "scale_to_zero"
