@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sandbox.add_argument(
         "--alb-addr",
-        help="HOST:PORT of the local load balancer stand-in to browse (default 127.0.0.1:8000)",
+        help="HOST:PORT of the local load balancer stand-in to browse (default 127.0.0.1:8000; "
+        "a free port instead, said at start, when it is taken)",
     )
     sandbox.add_argument(
         "--idle-after", help="the demo service's idle.after, e.g. 30s (default 30s)"

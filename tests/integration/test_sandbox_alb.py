@@ -277,7 +277,7 @@ async def test_the_sandbox_demo_answers_sleeps_shows_the_waiting_page_and_answer
         busy.listen()
         taken = f"127.0.0.1:{busy.getsockname()[1]}"
         args = ("--http-addr", api.removeprefix("http://"), "--alb-addr", taken)
-        sandbox = Sandbox(tmp_path, *args, "--idle-after", "12s", "--log-format", "json")
+        sandbox = Sandbox(tmp_path, *args, "--idle-after", "5s", "--log-format", "json")
         sandboxes.append(sandbox)
         lines = await sandbox.ready()
     (moved,) = [line for line in sandbox.stderr.splitlines() if not line.startswith("{")]
