@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ REASON_MAX_CHARS = 200
 DEFAULT_SUSPEND_REASON = "suspended through the API"
 # an override is written between passes: a pass that runs longer gets a 503 and Retry-After
 OVERRIDE_WAIT_SECONDS = 20.0
+T = TypeVar("T")
 MIN_OVERRIDE, MAX_OVERRIDE = timedelta(minutes=1), timedelta(days=30)
 
 
@@ -65,6 +67,16 @@ def _unknown_keys(data: dict[str, Any], allowed: set[str], shape: str) -> web.Re
     return None
 
 
+async def _written(work: Awaitable[T]) -> T | web.Response:
+    """What an override write returned, or the answer saying why nothing changed."""
+    try:
+        return await work
+    except UnknownEnvironment:
+        return error(404, "unknown environment (removed by a new revision)")
+    except (StateStoreError, TimeoutError) as exc:
+        return _not_written(exc)
+
+
 def _not_written(exc: BaseException) -> web.Response:
     detail = "a pass is in progress" if isinstance(exc, TimeoutError) else str(exc)
     response = error(503, f"not recorded, nothing changed ({detail}); retry")
@@ -87,12 +99,9 @@ async def suspend(request: web.Request) -> web.Response:
     reason = _reason(data, DEFAULT_SUSPEND_REASON)
     if isinstance(reason, web.Response):
         return reason
-    try:
-        await controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS)
-    except UnknownEnvironment:
-        return error(404, "unknown environment (removed by a new revision)")
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
+    written = await _written(controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS))
+    if isinstance(written, web.Response):
+        return written
     body = {"message": f"{name} suspended", "environment": name, "suspended": True}
     return web.json_response(body, status=202)
 
@@ -110,12 +119,9 @@ async def resume(request: web.Request) -> web.Response:
             f"{name} is suspended by the desired state (suspend: true): change it in git; "
             "nothing changed",
         )
-    try:
-        cleared = await controller.resume(name, OVERRIDE_WAIT_SECONDS)
-    except UnknownEnvironment:
-        return error(404, "unknown environment (removed by a new revision)")
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
+    cleared = await _written(controller.resume(name, OVERRIDE_WAIT_SECONDS))
+    if isinstance(cleared, web.Response):
+        return cleared
     message = f"{name} resumed" if cleared else f"{name} was not suspended"
     body = {"message": message, "environment": name, "suspended": False}
     return web.json_response(body, status=202)
@@ -143,14 +149,11 @@ async def set_power(request: web.Request) -> web.Response:
     reason = _reason(data, f"power {power} through the API")
     if isinstance(reason, web.Response):
         return reason
-    try:
-        override = await controller.override_power(
-            name, power, duration, reason, OVERRIDE_WAIT_SECONDS
-        )
-    except UnknownEnvironment:
-        return error(404, "unknown environment (removed by a new revision)")
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
+    override = await _written(
+        controller.override_power(name, power, duration, reason, OVERRIDE_WAIT_SECONDS)
+    )
+    if isinstance(override, web.Response):
+        return override
     body = {
         "message": f"{name}: power {power} "
         + (f"until {utc_iso(override.expires_at)}" if override.expires_at else "until cleared"),
@@ -179,12 +182,9 @@ async def clear_power(request: web.Request) -> web.Response:
     if isinstance(target, web.Response):
         return target
     controller, name = target
-    try:
-        await controller.clear_power_override(name, OVERRIDE_WAIT_SECONDS)
-    except UnknownEnvironment:
-        return error(404, "unknown environment (removed by a new revision)")
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
+    written = await _written(controller.clear_power_override(name, OVERRIDE_WAIT_SECONDS))
+    if isinstance(written, web.Response):
+        return written
     return web.Response(status=204)
 
 
@@ -234,14 +234,13 @@ async def _infra_power(request: web.Request, power: Literal["on", "off"]) -> web
     if controller.stopping:
         return error(503, "shutting down; ask again once restarted")
     verb = "start" if power == "on" else "stop"
-    try:
-        await controller.override_power(
+    written = await _written(
+        controller.override_power(
             name, power, None, f"/infra/{verb} (the earlier interface)", OVERRIDE_WAIT_SECONDS
         )
-    except UnknownEnvironment:
-        return error(404, "unknown environment (removed by a new revision)")
-    except (StateStoreError, TimeoutError) as exc:
-        return _not_written(exc)
+    )
+    if isinstance(written, web.Response):
+        return written
     env = controller.snapshot().environments[name]
     operation: Literal["apply", "destroy"] = "apply" if power == "on" else "destroy"
     current = env.facts.power_state or env.record.power.state

@@ -279,3 +279,10 @@ async def pass_until(
         while not condition(report := await h.controller.reconcile_once()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     return report
+
+
+@pytest.fixture
+def quick_terraform(fake_terraform: Path) -> Path:
+    """The stand-in `terraform`, applying and destroying in 0.2 s."""
+    fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.2}, destroy={"seconds": 0.2})
+    return fake_terraform

@@ -85,12 +85,18 @@ def power_in_force(spec: Environment, record: EnvironmentRecord, now: datetime) 
     return found
 
 
-def effective(spec: Environment, record: EnvironmentRecord, now: datetime) -> Environment:
-    """`spec` as the policies must treat it now: suspended, and with the power in force."""
+def effective(
+    spec: Environment,
+    record: EnvironmentRecord,
+    now: datetime,
+    in_force: PowerInForce | None = None,
+) -> Environment:
+    """`spec` as the policies must treat it now: suspended, and with the power in force
+    (`in_force`, when the caller has it already: the schedule's search is not free)."""
     update: dict[str, object] = {}
     if not spec.suspend and record.overrides.suspension is not None:
         update["suspend"] = True
-    power = power_in_force(spec, record, now).power
+    power = (in_force or power_in_force(spec, record, now)).power
     if power != spec.power:
         update["power"] = power
     return spec.model_copy(update=update) if update else spec

@@ -157,7 +157,7 @@ class PassEngine:
                 EnvironmentContext(
                     name=name,
                     woken_outside_pass=woken,
-                    spec=effective(spec, record, now),  # with the overrides and schedule
+                    spec=effective(spec, record, now, power),  # overrides and schedule applied
                     power_why=power.why,
                     region=region,
                     record=record,

@@ -14,7 +14,7 @@ import pytest
 
 from controller.core.state_store import FileStateStore
 from controller.engine.event_log import EventLog, StampedEvent
-from tests.conftest import ApiFactory, fake_terraform_behaviour, pass_until
+from tests.conftest import ApiFactory, pass_until
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
@@ -27,12 +27,6 @@ def desired(workdir: Path, power: str = "on") -> str:
         f"    terraform: {{runner: cli, workdir: {workdir}, timeout: 5m}}\n"
         "  other:\n    power: off\n"
     )
-
-
-@pytest.fixture
-def quick_terraform(fake_terraform: Path) -> Path:
-    fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.2}, destroy={"seconds": 0.2})
-    return fake_terraform
 
 
 async def test_transitions_are_events_newest_first_and_survive_a_restart(

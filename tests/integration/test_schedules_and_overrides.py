@@ -39,12 +39,6 @@ async def settle(h: Harness, state: str) -> PassReport:
     return await pass_until(h, lambda report: power_state(report) == state)
 
 
-@pytest.fixture
-def quick_terraform(fake_terraform: Path) -> Path:
-    fake_terraform_behaviour(fake_terraform, apply={"seconds": 0.2}, destroy={"seconds": 0.2})
-    return fake_terraform
-
-
 async def test_the_schedule_powers_off_at_its_end_and_the_reason_names_it(
     api_factory: ApiFactory, quick_terraform: Path
 ) -> None:
