@@ -97,14 +97,15 @@ def _power_source(env: EnvironmentSnapshot, now: datetime) -> dict[str, Any]:
 
 
 def _cost(env: EnvironmentSnapshot) -> dict[str, Any]:
-    """This month, as observed: hours powered on and awake, and what powering off saved."""
+    """This month, as observed: hours powered on and awake, and what each lever saved."""
     cost = env.record.cost
     return {
         "month": cost.month,
         "hours_on": round(cost.powered_on_seconds / 3600, 2),
         "hours_awake": round(cost.awake_seconds / 3600, 2),
         "estimated_savings_dollars": {
-            "power": round(cost.power_savings, 2) if env.spec.cost else None
+            "power": round(cost.power_savings, 2) if env.spec.cost else None,
+            "idle": round(cost.idle_savings, 2) if env.spec.idle else None,
         },
     }
 

@@ -26,12 +26,15 @@ from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.pass_engine import AnyReconciler, PassEngine
 from controller.engine.reporter import Reporter
+from controller.notifications.delivery import Notifier
+from controller.notifications.senders import Senders
 from reconcilers.idle.decision import activator_wake, wake_refusal
 from reconcilers.idle.reconciler import IdleReconciler
 from reconcilers.interface import Observer
 from reconcilers.power.reconciler import PowerReconciler
 from reconcilers.routing.reconciler import RoutingReconciler
 from reconcilers.services import ServiceObserver
+from reconcilers.task_sizes import TaskSizeObserver
 from reconcilers.terraform.cli_runner import CliRunner
 from reconcilers.terraform.codebuild_runner import CodeBuildRunner
 from reconcilers.terraform.runner import TerraformRunner
@@ -65,7 +68,10 @@ def open_source(location: str, settings: Settings) -> DesiredStateSource:
 
 def _observers(settings: Settings, aws: AwsClients) -> list[Observer]:
     # a region's service reads get a quarter of the pass: a slow region fails alone, in time
-    return [ServiceObserver(aws, region_budget=settings.effective_pass_timeout.total_seconds() / 4)]
+    return [
+        ServiceObserver(aws, region_budget=settings.effective_pass_timeout.total_seconds() / 4),
+        TaskSizeObserver(aws, settings.fargate_prices),
+    ]
 
 
 def _reconcilers(
@@ -151,4 +157,5 @@ def build_controller(
         wake_refusal=wake_refusal,  # the idle policy is the one that wakes services
         activator_wake=activator_wake,
         closers=(aws.close,),
+        notifier=Notifier(Senders(aws), clock, metrics.count_notification, rng=rng),
     )

@@ -36,6 +36,7 @@ class ServiceState:
     # the same, as full ARNs (what the elbv2 API takes)
     load_balancer_arns: tuple[str, ...] = ()
     target_group_arns: tuple[str, ...] = ()
+    task_definition: str | None = None  # the ARN, revision included
 
     @property
     def exists(self) -> bool:
@@ -62,6 +63,8 @@ class EnvironmentFacts:
     service_scaled_to: int | None = None
     # host names the load balancer's rules route to the service (their host-header values)
     hosts: tuple[str, ...] = ()
+    # what the service's tasks cost per hour when awake (the idle lever's savings), when known
+    hourly_when_awake: float | None = None
 
 
 @dataclass(frozen=True)

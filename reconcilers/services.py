@@ -34,6 +34,7 @@ class _EcsService(Answer):
     desiredCount: int
     runningCount: int
     pendingCount: int = 0
+    taskDefinition: str | None = None
     loadBalancers: list[_TargetGroupRef] = []
 
 
@@ -265,6 +266,7 @@ def _record_service(
         desired_count=service.desiredCount,
         running_count=service.runningCount,
         pending_count=service.pendingCount,
+        task_definition=service.taskDefinition,
     )
     seen.target_group_arns = tuple(
         sorted({lb.targetGroupArn for lb in service.loadBalancers if lb.targetGroupArn})

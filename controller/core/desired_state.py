@@ -8,7 +8,7 @@ rather than converted. Loading with file positions lives in `controller.desired.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -160,11 +160,93 @@ class Environment(_Strict):
         return self
 
 
+MAX_NOTIFICATIONS = 20
+# the controller's own settings and AWS credentials are never a notification's secret: a
+# desired state from git could otherwise send them to a URL of its choosing
+_RESERVED_VARIABLE_PREFIXES = ("CONTROLLER_", "AWS_")
+
+
+def _not_reserved(name: str) -> str:
+    if name.startswith(_RESERVED_VARIABLE_PREFIXES):
+        raise ValueError(
+            f"{name} is one of the controller's own variables; "
+            "give the notification its own variable"
+        )
+    return name
+
+
+VariableName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"),
+    AfterValidator(_not_reserved),
+]
+TopicArn = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$"
+    ),
+]
+Category = Literal["power", "error", "wake", "idle", "override", "desired_state"]
+NOTIFICATION_CATEGORIES: tuple[Category, ...] = get_args(Category)
+
+
+class Notification(_Strict):
+    """Where events are sent (contract section 11). Secrets come from the environment."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    type: Literal["slack", "webhook", "sns"]
+    url_from_env: VariableName | None = Field(
+        None, description="slack, webhook: the variable holding the URL"
+    )
+    secret_from_env: VariableName | None = Field(
+        None, description="webhook: the variable holding the key of the HMAC signature"
+    )
+    topic_arn: TopicArn | None = Field(None, description="sns: the topic")
+    events: list[Category] = Field(
+        default_factory=lambda: list(NOTIFICATION_CATEGORIES),
+        min_length=1,
+        max_length=len(NOTIFICATION_CATEGORIES),
+    )
+    environments: list[EnvironmentName] = Field(
+        default_factory=list, max_length=1000, description="empty: every environment"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> Notification:
+        if self.type in ("slack", "webhook") and not self.url_from_env:
+            raise ValueError(f"type {self.type} needs `url_from_env` (the variable with the URL)")
+        if self.type == "sns" and not self.topic_arn:
+            raise ValueError("type sns needs `topic_arn`")
+        if self.type != "sns" and self.topic_arn:
+            raise ValueError("`topic_arn` is for type sns")
+        if self.type == "sns" and self.url_from_env:
+            raise ValueError("type sns takes `topic_arn`, not `url_from_env`")
+        if self.type != "webhook" and self.secret_from_env:
+            raise ValueError("`secret_from_env` (the HMAC signature) is for type webhook")
+        return self
+
+
 class DesiredState(_Strict):
-    """The whole file: `version: 1` and the environments by name."""
+    """The whole file: `version: 1`, the environments by name, where to send events."""
 
     version: Annotated[Literal[1], BeforeValidator(_exact_version)]
     environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)
+    notifications: list[Notification] = Field(default_factory=list, max_length=MAX_NOTIFICATIONS)
+
+    @model_validator(mode="after")
+    def _notifications_named_once_for_known_environments(self) -> DesiredState:
+        names: set[str] = set()
+        for notification in self.notifications:
+            if notification.name in names:
+                raise ValueError(f"notifications: two entries are named {notification.name}")
+            names.add(notification.name)
+            unknown = sorted(set(notification.environments) - set(self.environments))
+            if unknown:
+                raise ValueError(
+                    f"notifications: {notification.name} names unknown environments: "
+                    + ", ".join(unknown)
+                )
+        return self
 
     @model_validator(mode="after")
     def _one_environment_per_host(self) -> DesiredState:

@@ -152,6 +152,7 @@ class CostRecord:
     awake_seconds: float = 0.0
     power_savings: float = 0.0  # USD, from `cost.hourly_when_on`
     accounted_at: AwareDatetime | None = None
+    idle_savings: float = 0.0  # USD, the service's Fargate tasks while at zero
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.core.desired_state import DEFAULT_MAX_DESIRED_STATE_BYTES
 from controller.core.durations import Duration
+from controller.core.fargate_prices import Architecture, Rate
 
 TARGET_GROUP_ARN = re.compile(
     r"arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}"
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     default_environment: str | None = None
     # origins (comma-separated) whose browsers may read /status and /infra/status (CORS)
     cors_origins: str = ""
+    # Fargate prices replacing or adding to the package's table (JSON: region -> x86|arm ->
+    # {"vcpu_hour": USD, "gb_hour": USD}), for the idle lever's savings
+    fargate_prices: dict[str, dict[Architecture, Rate]] = Field(default_factory=dict)
 
     @field_validator("interval")
     @classmethod

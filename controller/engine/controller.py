@@ -21,12 +21,12 @@ import structlog
 from controller.core.clock import Clock, utc_iso
 from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
+from controller.core.events import StampedEvent
 from controller.core.records import Overrides, PowerOverride, Suspension
 from controller.core.settings import Settings
 from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
 from controller.engine.activator_wakes import ActivatorWakes
-from controller.engine.event_log import StampedEvent
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import effective
@@ -35,6 +35,7 @@ from controller.engine.passes import PassReport, PassRequest
 from controller.engine.reporter import Reporter
 from controller.engine.scheduler import Scheduler
 from controller.engine.snapshot import EnvironmentSnapshot, Snapshot
+from controller.notifications.delivery import Notifier
 from reconcilers.interface import Decision
 
 log = structlog.get_logger("infra_controller")
@@ -60,6 +61,7 @@ class Controller:
         wake_refusal: Callable[[Environment], str | None],
         activator_wake: Callable[[Environment, str], Decision | None] = lambda spec, why: None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -69,6 +71,7 @@ class Controller:
         self._memory = memory
         self._reporter = reporter
         self._closers = closers
+        self._notifier = notifier
         self._wake_refusal = wake_refusal  # the rule of the policy that handles wakes
         self._scheduler = Scheduler(self._scheduled_pass, clock, settings.interval)
         self._pass_lock = asyncio.Lock()
@@ -281,8 +284,15 @@ class Controller:
             return report
 
     async def _flush_events(self) -> None:
-        if self._reporter.event_log is not None:
-            await self._reporter.event_log.flush()
+        """Keep the new events, then queue their notifications (sent in the background)."""
+        event_log = self._reporter.event_log
+        if event_log is None:
+            return
+        await event_log.flush()
+        if self._notifier is not None:
+            self._notifier.publish(
+                event_log.take_unannounced(), self._tracker.desired, self._tracker.revision
+            )
 
     async def events(
         self,
@@ -375,6 +385,8 @@ class Controller:
         await self.activator.close()
         if stop_runs:
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
+        if self._notifier is not None:  # before the AWS clients its SNS messages use
+            await self._notifier.close()
         for closer in self._closers:
             await closer()
         self._tracker.source.close()

@@ -10,13 +10,13 @@ writes the store once.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
 
 import structlog
 
+from controller.core.events import StampedEvent, event_from_json
 from controller.core.state_store import StateStore, StateStoreError
 
 log = structlog.get_logger("infra_controller.events")
@@ -25,66 +25,14 @@ KEPT_EVENTS = 1000
 REASON_LIMIT = 500  # characters: a Terraform error can be long; the store holds a thousand
 
 
-@dataclass(frozen=True)
-class StampedEvent:
-    """An event as `/events` shows it."""
-
-    time: datetime
-    environment: str | None
-    kind: str
-    reason: str
-    from_state: str | None = None
-    to_state: str | None = None
-    revision: str | None = None
-    reconcile_id: str | None = None
-    severity: str = "info"
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            # to the millisecond: `since` (for `events --follow`) must not repeat an event
-            "time": self.time.astimezone(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "environment": self.environment,
-            "kind": self.kind,
-            "from": self.from_state,
-            "to": self.to_state,
-            "reason": self.reason,
-            "revision": self.revision,
-            "reconcile_id": self.reconcile_id,
-            "severity": self.severity,
-            "attributes": dict(self.attributes),
-        }
-
-
-def _from_json(data: Mapping[str, Any]) -> StampedEvent | None:
-    """A stored event, or None when it is not one (it is skipped, not trusted)."""
-    try:
-        time = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
-        attributes = data.get("attributes") or {}
-        return StampedEvent(
-            time=time,
-            environment=data.get("environment"),
-            kind=str(data["kind"]),
-            reason=str(data.get("reason", "")),
-            from_state=data.get("from"),
-            to_state=data.get("to"),
-            revision=data.get("revision"),
-            reconcile_id=data.get("reconcile_id"),
-            severity=str(data.get("severity", "info")),
-            attributes=attributes if isinstance(attributes, dict) else {},
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 class EventLog:
     def __init__(self, store: StateStore, keep: int = KEPT_EVENTS) -> None:
         self._store = store
+        self._keep = keep
         self._events: deque[StampedEvent] = deque(maxlen=keep)
         self._loaded = False
         self._unsaved = False
+        self._unannounced: list[StampedEvent] = []  # for the notifications, once each
 
     def add(self, event: StampedEvent) -> None:
         # to the millisecond, as shown: `since` then compares what the reader saw
@@ -94,12 +42,19 @@ class EventLog:
             reason=event.reason[:REASON_LIMIT],
         )
         self._events.append(event)
+        self._unannounced.append(event)
+        del self._unannounced[: -self._keep]  # bounded like the log itself
         self._unsaved = True
+
+    def take_unannounced(self) -> list[StampedEvent]:
+        """The events added since the last call, oldest first (each is handed out once)."""
+        taken, self._unannounced = self._unannounced, []
+        return taken
 
     async def _load(self) -> None:
         if self._loaded:
             return
-        stored = [e for e in map(_from_json, await self._store.load_events()) if e is not None]
+        stored = [e for e in map(event_from_json, await self._store.load_events()) if e is not None]
         fresh = list(self._events)  # those added before the store could be read
         self._events.clear()
         self._events.extend(sorted(stored, key=lambda e: e.time))

@@ -19,6 +19,14 @@ class ControllerMetrics:
         self._define_change_metrics(self.registry)
         self._define_wake_metrics(self.registry)
         self._define_cost_metrics(self.registry)
+        self.notifications_total = Counter(
+            "infra_controller_notifications",
+            "Notifications by entry of `notifications` and outcome: sent, failed (an attempt, "
+            "retried), rejected (4xx), misconfigured (no URL), dropped (after an hour, queue "
+            "full or at shutdown).",
+            ["name", "outcome"],
+            registry=self.registry,
+        )
 
     def _define_pass_metrics(self, r: CollectorRegistry) -> None:
         self.reconcile_total = Counter(
@@ -183,10 +191,14 @@ class ControllerMetrics:
         )
         self.savings = Counter(
             "infra_controller_estimated_savings_dollars",
-            "Estimated USD saved, by lever: power (time STOPPED at cost.hourly_when_on).",
+            "Estimated USD saved, by lever: power (time STOPPED at cost.hourly_when_on), idle "
+            "(time at zero at the Fargate price of the service's tasks).",
             ["environment", "lever"],
             registry=r,
         )
+
+    def count_notification(self, name: str, outcome: str) -> None:
+        self.notifications_total.labels(name, outcome).inc()
 
     def count_aws_call(self, service: str, operation: str, outcome: str) -> None:
         self.aws_api_calls_total.labels(service, operation, outcome).inc()

@@ -282,14 +282,16 @@ class PassEngine:
         return context.after(outcome)
 
     def _account(self, context: EnvironmentContext, now: datetime) -> EnvironmentContext:
-        """Time powered on and awake, and the power lever's savings, up to this pass."""
+        """Time powered on and awake, and the levers' savings, up to this pass."""
         facts, spec = context.facts, context.spec
         state = facts.power_state
         powered_on = None if state in (None, "ERROR") else state != "STOPPED"
         service = facts.service
         awake = None if service is None else (service.exists and service.awake)
         hourly = spec.cost.hourly_when_on if spec.cost else None
-        cost, step = account(context.record.cost, now, powered_on, awake, hourly)
+        cost, step = account(
+            context.record.cost, now, powered_on, awake, hourly, facts.hourly_when_awake
+        )
         self.reporter.cost(context.name, step)
         return replace(context, record=replace(context.record, cost=cost))
 

@@ -17,9 +17,10 @@ import structlog
 from controller.core.clock import Clock, SystemClock
 from controller.core.cost import CostStep
 from controller.core.durations import format_duration
+from controller.core.events import StampedEvent
 from controller.desired.tracker import DesiredStateView, Refresh
 from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
-from controller.engine.event_log import EventLog, StampedEvent
+from controller.engine.event_log import EventLog
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import PowerInForce
 from controller.engine.passes import summarise
@@ -231,6 +232,7 @@ class Reporter:
         self.metrics.powered_on_seconds.labels(name).inc(step.powered_on_seconds)
         self.metrics.awake_seconds.labels(name).inc(step.awake_seconds)
         self.metrics.savings.labels(name, "power").inc(step.power_savings)
+        self.metrics.savings.labels(name, "idle").inc(step.idle_savings)
 
     def suspension(self, name: str, by: str | None) -> None:
         self.metrics.set_suspended(name, by)

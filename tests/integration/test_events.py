@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.core.events import StampedEvent
 from controller.core.state_store import FileStateStore
-from controller.engine.event_log import EventLog, StampedEvent
+from controller.engine.event_log import EventLog
 from tests.conftest import ApiFactory, pass_until
 from tests.processes import ROOT
 

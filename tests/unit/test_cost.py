@@ -62,3 +62,38 @@ def test_the_month_s_totals_are_the_sum_of_the_steps_and_never_exceed_the_time(
         total_saved += step.power_savings
     assert record.powered_on_seconds == total_on <= (at - START).total_seconds()
     assert abs(record.power_savings - total_saved) < 1e-9
+
+
+def test_the_idle_lever_saves_only_while_powered_on_and_asleep() -> None:
+    record, _ = account(CostRecord(), START, True, True, 1.0, 0.06)
+    record, awake = account(record, START + timedelta(minutes=10), True, True, 1.0, 0.06)
+    assert awake.idle_savings == 0
+    record, asleep = account(record, START + timedelta(minutes=20), True, False, 1.0, 0.06)
+    assert round(asleep.idle_savings, 9) == round(600 / 3600 * 0.06, 9)
+    assert asleep.power_savings == 0
+    record, off = account(record, START + timedelta(minutes=30), False, False, 1.0, 0.06)
+    assert off.idle_savings == 0 and off.power_savings > 0  # powered off: the power lever's
+    _, unpriced = account(record, START + timedelta(minutes=40), True, False, 1.0, None)
+    assert unpriced.idle_savings == 0  # no price known: nothing claimed
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3600), st.sampled_from([True, False, None]), st.booleans()),
+        max_size=30,
+    ),
+    st.floats(0, 100),
+)
+def test_idle_savings_are_the_sum_of_the_steps_and_at_most_the_price_of_the_time(
+    steps: list[tuple[int, bool | None, bool]], hourly: float
+) -> None:
+    record, _ = account(CostRecord(), START, True, True, None, hourly)
+    at, total = START, 0.0
+    for seconds, on, awake in steps:
+        at += timedelta(seconds=seconds)
+        record, step = account(record, at, on, awake, None, hourly)
+        assert step.idle_savings >= 0
+        assert step.idle_savings == 0 or (on is True and awake is False)
+        total += step.idle_savings
+    assert abs(record.idle_savings - total) < 1e-6
+    assert record.idle_savings <= (at - START).total_seconds() / 3600 * hourly + 1e-6

@@ -325,7 +325,7 @@ def test_long_plain_text_stays_text() -> None:
 
 def test_key_named_like_pydantic_key_marker_is_an_unknown_key() -> None:
     assert problems("version: 1\n'[key]': 1\n") == [
-        "ds.yaml:2:1: [key]: unknown key '[key]'; allowed: version, environments"
+        "ds.yaml:2:1: [key]: unknown key '[key]'; allowed: version, environments, notifications"
     ]
 
 
