@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test lint typecheck check bench bench-activator clean
+.PHONY: sandbox test lint typecheck check bench bench-activator clean prometheus deploy-check
 
 # uv installs in seconds where pip takes half a minute or more: the uv on PATH if there is one,
 # else `bootstrap` (pip installs uv into the venv, then uv installs the rest); pip alone if
@@ -51,7 +51,8 @@ $(STAMP): pyproject.toml
 sandbox: $(STAMP)
 	$(BIN)/infra-controller sandbox $(ARGS)
 
-test: $(STAMP)
+# the alert tests (tests/deploy) run a real Prometheus: installed with the suite's first run
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -62,7 +63,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck deploy-check test
+
+# promtool and prometheus (Debian's prometheus package), when missing; without them the suite
+# still runs, and the tests that need them fail saying so
+prometheus:
+	@deploy/install-prometheus.sh || echo "promtool and prometheus are missing: the alert tests (tests/deploy) will fail" >&2
+
+# the deployment's checks without terraform or docker: promtool, checkov, hadolint
+deploy-check: $(STAMP)
+	@VENV=$(VENV) deploy/checks.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_calls.py

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from datetime import datetime
@@ -53,6 +52,8 @@ def event_line(event: dict[str, Any]) -> str:
 
 
 async def events(args: argparse.Namespace) -> int:
+    import asyncio  # here, not above: `--help` loads this module without the event loop
+
     if not 1 <= args.limit <= 1000:
         print("infra-controller: --limit: 1 to 1000", file=sys.stderr)
         return EXIT_REFUSED

@@ -15,13 +15,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
-from controller.core.settings import Settings
-from controller.desired.git_source import redact_userinfo
-
+# the HTTP client, the settings and the git source are imported by the commands when they run:
+# the command line's parser (and so `--help`) loads this module without them
 EXIT_OK, EXIT_REFUSED = 0, 2
-TIMEOUT = aiohttp.ClientTimeout(total=10)
+TIMEOUT_SECONDS = 10
 
 
 def add_remote_commands(commands: Any) -> None:
@@ -71,6 +68,8 @@ def add_remote_commands(commands: Any) -> None:
 
 
 def base_url(args: argparse.Namespace) -> str:
+    from controller.core.settings import Settings
+
     url = str(args.url or Settings().http_addr)
     return (url if "://" in url else f"http://{url}").rstrip("/")
 
@@ -78,16 +77,20 @@ def base_url(args: argparse.Namespace) -> str:
 def _token(args: argparse.Namespace) -> str | None:
     if args.token is not None:
         return str(args.token)
+    from controller.core.settings import Settings
+
     configured = Settings().api_token
     return configured.get_secret_value() if configured is not None else None
 
 
 async def get_json(url: str) -> dict[str, Any] | None:
     """The JSON object `url` answers; None (said on stderr) when unreachable or refused."""
+    import aiohttp
+
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.get(url, timeout=TIMEOUT) as response,
+            session.get(url, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)) as response,
         ):
             if response.status >= 400:
                 print(f"infra-controller: {url}: {response.status}", file=sys.stderr)
@@ -264,11 +267,14 @@ def _clock(iso: str) -> str:
 async def _post(
     url: str, token: str | None, body: dict[str, Any] | None = None, method: str = "POST"
 ) -> tuple[int, str] | None:
+    import aiohttp
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.request(method, url, headers=headers, json=body, timeout=TIMEOUT) as response,
+            session.request(method, url, headers=headers, json=body, timeout=timeout) as response,
         ):
             return response.status, await response.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -278,6 +284,8 @@ async def _post(
 
 def unreachable(url: str, exc: BaseException) -> str:
     """Never prints a password given in the URL."""
+    from controller.desired.git_source import redact_userinfo
+
     return redact_userinfo(f"infra-controller: cannot reach {url}: {exc}")
 
 

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.core.clock import utc_iso
-from controller.engine.controller import Controller
+from controller.engine.controller import NOT_LEADER, Controller
 from controller.engine.passes import PassRequest
 from controller.http_common import (
     CONTROLLER_KEY,
@@ -136,7 +136,7 @@ async def wake(request: web.Request) -> web.Response:
     controller, name = target
     reason = controller.request_wake(name)
     if reason is not None:
-        return error(409, reason)
+        return error(503 if reason == NOT_LEADER else 409, reason)
     return web.json_response({"message": f"waking {name}", "environment": name}, status=202)
 
 
@@ -148,8 +148,9 @@ async def reconcile(request: web.Request) -> web.Response:
     name = request.query.get("environment") or None
     if controller.stopping:
         return error(503, "shutting down: no pass follows; ask again once restarted")
-    if controller.request_retry(name) is not None:
-        return error(404, f"unknown environment {name!r}")
+    if (reason := controller.request_retry(name)) is not None:
+        unknown = error(404, f"unknown environment {name!r}")
+        return error(503, reason) if reason == NOT_LEADER else unknown
     body: dict[str, Any] = {"message": "reconcile requested", "environment": name}
     return web.json_response(body, status=202)
 

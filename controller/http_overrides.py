@@ -15,7 +15,8 @@ from aiohttp import web
 from controller.core.clock import utc_iso
 from controller.core.durations import parse_duration
 from controller.core.state_store import StateStoreError
-from controller.engine.controller import Controller, UnknownEnvironment
+from controller.engine.api_overrides import UnknownEnvironment
+from controller.engine.controller import Controller
 from controller.http_common import CONTROLLER_KEY, authorized, environment_request, error
 from controller.status_view import seed_status
 
@@ -99,7 +100,7 @@ async def suspend(request: web.Request) -> web.Response:
     reason = _reason(data, DEFAULT_SUSPEND_REASON)
     if isinstance(reason, web.Response):
         return reason
-    written = await _written(controller.suspend(name, reason, OVERRIDE_WAIT_SECONDS))
+    written = await _written(controller.overrides.suspend(name, reason, OVERRIDE_WAIT_SECONDS))
     if isinstance(written, web.Response):
         return written
     body = {"message": f"{name} suspended", "environment": name, "suspended": True}
@@ -119,7 +120,7 @@ async def resume(request: web.Request) -> web.Response:
             f"{name} is suspended by the desired state (suspend: true): change it in git; "
             "nothing changed",
         )
-    cleared = await _written(controller.resume(name, OVERRIDE_WAIT_SECONDS))
+    cleared = await _written(controller.overrides.resume(name, OVERRIDE_WAIT_SECONDS))
     if isinstance(cleared, web.Response):
         return cleared
     message = f"{name} resumed" if cleared else f"{name} was not suspended"
@@ -150,7 +151,7 @@ async def set_power(request: web.Request) -> web.Response:
     if isinstance(reason, web.Response):
         return reason
     override = await _written(
-        controller.override_power(name, power, duration, reason, OVERRIDE_WAIT_SECONDS)
+        controller.overrides.override_power(name, power, duration, reason, OVERRIDE_WAIT_SECONDS)
     )
     if isinstance(override, web.Response):
         return override
@@ -182,7 +183,7 @@ async def clear_power(request: web.Request) -> web.Response:
     if isinstance(target, web.Response):
         return target
     controller, name = target
-    written = await _written(controller.clear_power_override(name, OVERRIDE_WAIT_SECONDS))
+    written = await _written(controller.overrides.clear_power_override(name, OVERRIDE_WAIT_SECONDS))
     if isinstance(written, web.Response):
         return written
     return web.Response(status=204)
@@ -235,7 +236,7 @@ async def _infra_power(request: web.Request, power: Literal["on", "off"]) -> web
         return error(503, "shutting down; ask again once restarted")
     verb = "start" if power == "on" else "stop"
     written = await _written(
-        controller.override_power(
+        controller.overrides.override_power(
             name, power, None, f"/infra/{verb} (the earlier interface)", OVERRIDE_WAIT_SECONDS
         )
     )

@@ -9,9 +9,11 @@ an exception is one `exception` field, never extra lines. Repeated library lines
 (`RepeatFilter`): a flood such as asyncio's "socket.accept() out of system resources" is one line
 a window, the next one carrying how many were dropped (`suppressed`).
 
-JSON keeps every line and every field. The console is for a person watching: an environment's
-`decision` line is shown when its decision changes (`DecisionDigest`), and otherwise at most
-once a minute as a "still" line; every line is short (`ConsoleLines`).
+JSON keeps every field, and every line but the `decision` lines that repeat the one before
+(`DecisionDigest`: an environment's decision is logged when it changes; one `pass completed`
+line per pass counts them all). The console is for a person watching: a decision is shown when
+it changes, and otherwise at most once a minute as a "still" line; no line per pass; every line
+is short (`ConsoleLines`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.stdlib import ProcessorFormatter
+
+from controller.engine.reporter import PASS_SUMMARY
 
 REPEAT_WINDOW_SECONDS = 60.0
 REMEMBERED_MESSAGES = 1024
@@ -56,6 +60,13 @@ def quiet_events(*events: str) -> Iterator[None]:
 
 def _drop_quiet(logger: Any, method: str, event_dict: EventDict) -> EventDict:
     if event_dict.get("event") in _quiet.get():
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _drop_pass_summary(logger: Any, method: str, event_dict: EventDict) -> EventDict:
+    """The console is for a person watching: a line for every pass is for machines."""
+    if event_dict.get("event") == PASS_SUMMARY:
         raise structlog.DropEvent
     return event_dict
 
@@ -135,6 +146,17 @@ def decision_key(event_dict: EventDict) -> tuple[Any, ...]:
     return (event_dict.get("action"), reason, bool(event_dict.get("dry_run")))
 
 
+def decision_detail_key(event_dict: EventDict) -> tuple[Any, ...]:
+    """The same, for JSON, which carries more of the decision: each policy's own action and
+    reason (their words), and the power state."""
+    details = sorted(
+        (key, _FIGURES.sub("#", str(value)))
+        for key, value in event_dict.items()
+        if key.endswith(("_action", "_reason"))
+    )
+    return (*decision_key(event_dict), event_dict.get("power_state"), *details)
+
+
 @dataclass
 class _Shown:
     key: tuple[Any, ...]
@@ -142,28 +164,33 @@ class _Shown:
 
 
 class DecisionDigest:
-    """Console only: an environment's `decision` passes when it differs from the last one shown
-    for that environment; the same decision passes again once `every` seconds, marked `_still`.
+    """An environment's `decision` passes when it differs from the last one shown for that
+    environment. On the console, the same decision passes again once `every` seconds, marked
+    `_still`; in JSON (`every` None) never: each pass has its `pass completed` line instead.
     Every other event passes unchanged."""
 
     def __init__(
-        self, every: float = STILL_EVERY_SECONDS, clock: Callable[[], float] = time.time
+        self,
+        every: float | None = STILL_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+        key: Callable[[EventDict], tuple[Any, ...]] = decision_key,
     ) -> None:
         self._every = every
         self._clock = clock
+        self._key = key
         self._shown: dict[str, _Shown] = {}
         self._lock = threading.Lock()  # events may come from executor threads
 
     def __call__(self, logger: Any, method: str, event_dict: EventDict) -> EventDict:
         if event_dict.get("event") != "decision":
             return event_dict
-        name, key, now = str(event_dict.get("environment")), decision_key(event_dict), self._clock()
+        name, key, now = str(event_dict.get("environment")), self._key(event_dict), self._clock()
         with self._lock:
             shown = self._shown.get(name)
             if shown is None or shown.key != key:
                 self._shown[name] = _Shown(key, now)
                 return event_dict
-            if now - shown.at < self._every:
+            if self._every is None or now - shown.at < self._every:
                 raise structlog.DropEvent
             shown.at = now
         event_dict["_still"] = True
@@ -280,16 +307,16 @@ def configure_logging(
         structlog.processors.JSONRenderer() if fmt == "json" else ConsoleLines(colors=out.isatty())
     )
     timestamper = Timestamper(wall_clock)
-    own: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        _drop_quiet,
-        structlog.processors.add_log_level,
-        timestamper,
-    ]
+    own: list[Any] = [structlog.contextvars.merge_contextvars, _drop_quiet]
+    # before the handler, where dropping an event is allowed, and before the time is written
+    # (most decision lines of a pass are dropped: they repeat the one before)
+    if fmt == "console":
+        own += [DecisionDigest(still_every, wall_clock), _drop_pass_summary]
+    else:
+        own.append(DecisionDigest(None, wall_clock, decision_detail_key))
+    own += [structlog.processors.add_log_level, timestamper]
     if one_shot:
         own.append(_drop_retry_hints)
-    if fmt == "console":  # before the handler, where dropping an event is allowed
-        own.append(DecisionDigest(still_every, wall_clock))
     structlog.configure(
         processors=[
             *own,

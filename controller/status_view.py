@@ -25,6 +25,8 @@ def controller_status(snapshot: Snapshot, now: datetime) -> dict[str, Any]:
         "source_error": desired.source_error,
         "last_fetch_at": utc_iso(desired.last_fetch_at),
         "dry_run": snapshot.dry_run,
+        "leader": snapshot.leader,
+        "shard": snapshot.shard,
         "last_pass_completed_at": utc_iso(snapshot.last_pass_completed_at),
         "state_store": {
             "location": snapshot.state_store,

@@ -13,8 +13,12 @@ from datetime import timedelta
 
 from controller.core.aws import AwsClients
 from controller.core.clock import Clock, SystemClock
+from controller.core.dynamodb_store import DynamoDbStateStore
+from controller.core.lease import DynamoDbLease, lease_key
 from controller.core.settings import Settings
-from controller.core.state_store import StateStore, open_state_store
+from controller.core.shards import owner
+from controller.core.state_store import StateStore
+from controller.core.store_url import open_state_store
 from controller.desired.file_source import FileSource
 from controller.desired.git_source import GitCredentials, GitSource, parse_git_location
 from controller.desired.source import DesiredStateSource
@@ -22,6 +26,7 @@ from controller.desired.tracker import DesiredStateTracker
 from controller.engine.cloudwatch import ServiceMetricsPublisher
 from controller.engine.controller import Controller
 from controller.engine.event_log import EventLog
+from controller.engine.leadership import LEASE_SECONDS, Leadership
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.pass_engine import AnyReconciler, PassEngine
@@ -129,13 +134,19 @@ def build_controller(
         call_timeout=call_timeout,
         connect_timeout=aws_connect_timeout,
     )
-    memory = StateMemory(store or open_state_store(settings.state_store, aws))
+    leadership = _leadership(settings, aws)
+    if store is None and leadership is not None:  # every write checks the lease
+        table = settings.state_store.removeprefix("dynamodb://")
+        store = DynamoDbStateStore(aws, table, fence=leadership.fence, shard=settings.shard_of)
+    memory = StateMemory(store or open_state_store(settings.state_store, aws, settings.shard_of))
     reporter = Reporter(
         metrics,
         ServiceMetricsPublisher(aws, settings.cloudwatch_namespace),
         clock=clock,
         event_log=EventLog(memory.store),
     )
+    # a sharded fleet tells the desired state's own events once, from shard 1
+    reporter.tells_desired_state = settings.shard_of is None or settings.shard_of[0] == 1
     engine = PassEngine(
         _observers(settings, aws),
         _reconcilers(settings, aws, memory, idle or IdleTuning()),
@@ -145,8 +156,12 @@ def build_controller(
         aws.region,
         rng,
     )
-    tracker = DesiredStateTracker(source or open_source(settings.desired_state, settings), rng)
-    return Controller(
+    tracker = DesiredStateTracker(
+        source or open_source(settings.desired_state, settings),
+        rng,
+        owns=owner(settings.shard_of) if settings.shard_of else None,
+    )
+    controller = Controller(
         settings,
         tracker,
         engine,
@@ -158,4 +173,16 @@ def build_controller(
         activator_wake=activator_wake,
         closers=(aws.close,),
         notifier=Notifier(Senders(aws), clock, metrics.count_notification, rng=rng),
+        leadership=leadership,
     )
+    metrics.leader.set_function(lambda: 1.0 if controller.leading() else 0.0)
+    return controller
+
+
+def _leadership(settings: Settings, aws: AwsClients) -> Leadership | None:
+    """With CONTROLLER_LEADER_ELECTION: the lease of this controller's shard (or the only one)."""
+    if settings.leader_election is None:
+        return None
+    table = settings.leader_election.removeprefix("dynamodb://")
+    key = lease_key(settings.shard_of)
+    return Leadership(DynamoDbLease(aws, table, key, None, LEASE_SECONDS))

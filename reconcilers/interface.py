@@ -86,10 +86,13 @@ class EnvironmentContext:
     power_why: str | None = None
 
     def after(self, effects: Effects) -> EnvironmentContext:
+        record, facts = effects.record, effects.facts
+        if (record is None or record is self.record) and (facts is None or facts is self.facts):
+            return self  # nothing new (most decisions of most passes): no copy
         return replace(
             self,
-            record=effects.record if effects.record is not None else self.record,
-            facts=effects.facts if effects.facts is not None else self.facts,
+            record=record if record is not None else self.record,
+            facts=facts if facts is not None else self.facts,
         )
 
 
@@ -142,6 +145,20 @@ class Decision(Effects):
     @property
     def changes_aws(self) -> bool:
         return self.action != "none"
+
+
+def idle_window_closes_by(context: EnvironmentContext, now: datetime) -> datetime | None:
+    """When the idle policy may next scale the service to zero (its last request and its
+    wake both `idle.after` ago); None without an idle policy, `now` when never read. Whatever
+    such a decision rests on (the metrics, the load balancer behind them) must be read fresh
+    from then on."""
+    idle, record = context.spec.idle, context.record
+    if idle is None:
+        return None
+    last_request = record.idle.last_request_at
+    if last_request is None:
+        return now
+    return max(record.idle.awake_since or now, last_request) + idle.after
 
 
 def suspended(would: Decision) -> str:

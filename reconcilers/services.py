@@ -1,8 +1,9 @@
 """The ECS service observer: the service fact every policy relies on, read in batches.
 
-Per region and pass: DescribeServices (10 services a call, per cluster), then one
-DescribeTargetGroups (20 a call) for the target groups in front of the services, and
-DescribeLoadBalancers only for load balancers not seen before (their DNS name never changes).
+Per region and pass: DescribeServices (10 services a call, per cluster, concurrently). Then
+DescribeTargetGroups (20 a call, concurrently) only for the target groups not seen before, or
+not for a while (`TARGET_GROUP_TTL`), and DescribeLoadBalancers only for load balancers not
+seen before (their DNS name never changes).
 
 Answers are read strictly: a service is missing only when ECS lists it among its failures as
 MISSING; a service an answer does not mention, or an answer without its lists, is unknown.
@@ -11,14 +12,24 @@ MISSING; a service an answer does not mention, or an answer without its lists, i
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.core.aws import Answer, AwsClients, AwsError, arn_resource, chunks
-from reconcilers.interface import EnvironmentContext, EnvironmentFacts, ServiceState
+from reconcilers.interface import (
+    EnvironmentContext,
+    EnvironmentFacts,
+    ServiceState,
+    idle_window_closes_by,
+)
 
+# A target group's load balancers do not change while it lives: they are read when its ARN is
+# first seen, then again now and then (after 15 to 30 min, spread out), in case someone moved
+# it to another load balancer; meanwhile, a new ARN (a recreated target group) is read at once.
+TARGET_GROUP_TTL = timedelta(minutes=30)
 DESCRIBE_SERVICES_BATCH = 10
 DESCRIBE_TARGET_GROUPS_BATCH = 20
 DESCRIBE_LOAD_BALANCERS_BATCH = 20
@@ -66,6 +77,15 @@ class _DescribeLoadBalancers(Answer):
     LoadBalancers: list[_LoadBalancer]
 
 
+@dataclass(frozen=True)
+class _Group:
+    """A target group as last read: its CloudWatch dimension and its load balancers."""
+
+    dimension: str
+    load_balancers: tuple[str, ...]
+    until: datetime  # read again from then on
+
+
 @dataclass
 class _Seen:
     service: ServiceState | None = None
@@ -78,10 +98,21 @@ class _Seen:
 class ServiceObserver:
     name = "service"
 
-    def __init__(self, aws: AwsClients, region_budget: float = 15.0) -> None:
+    def __init__(
+        self,
+        aws: AwsClients,
+        region_budget: float = 15.0,
+        target_group_ttl: timedelta = TARGET_GROUP_TTL,
+        rng: random.Random | None = None,
+    ) -> None:
         self._aws = aws
+        # of a service, ECS answers much more than this observer reads: only that is parsed
+        aws.parse_only("ecs", "Service", _EcsService.model_fields)
         self.region_budget = region_budget  # seconds for one region's reads
+        self.target_group_ttl = target_group_ttl
+        self._rng = rng or random.Random()
         self._dns_names: dict[str, str] = {}  # load balancer ARN -> DNS name
+        self._groups: dict[str, _Group] = {}  # target group ARN -> what it was found to be
 
     async def observe(
         self, contexts: Sequence[EnvironmentContext], now: datetime
@@ -93,7 +124,7 @@ class ServiceObserver:
         seen = {c.name: _Seen() for c in contexts if c.spec.service is not None}
         await asyncio.gather(
             *(
-                self._observe_region_in_time(region, group, seen)
+                self._observe_region_in_time(region, group, seen, now)
                 for region, group in by_region.items()
             )
         )
@@ -117,13 +148,13 @@ class ServiceObserver:
         return replace(context.facts, service=None, service_error=reason, endpoint=None)
 
     async def _observe_region_in_time(
-        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen]
+        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen], now: datetime
     ) -> None:
         """One region's reads, bounded on their own: a slow region never holds back another.
         What it read completely stands; the rest of it is unknown."""
         try:
             async with asyncio.timeout(self.region_budget):
-                await self._observe_region(region, contexts, seen)
+                await self._observe_region(region, contexts, seen, now)
         except TimeoutError:
             late = f"{region} not read within {self.region_budget:g}s"
             for context in contexts:
@@ -134,21 +165,21 @@ class ServiceObserver:
                     s.load_balancer_error = late
 
     async def _observe_region(
-        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen]
+        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen], now: datetime
     ) -> None:
         await self._describe_services(region, contexts, seen)
         # a deleted (INACTIVE, DRAINING) service's target groups may be gone with it
         existing = [c for c in contexts if _exists(seen[c.name].service)]
-        groups = await self._describe_target_groups(region, existing, seen)
+        groups = await self._describe_target_groups(region, existing, seen, now)
         for context in existing:
             s = seen[context.name]
             if s.load_balancer_error is not None or s.service is None:
                 continue
-            lbs = sorted({lb for arn in s.target_group_arns for lb in groups[arn][1]})
+            lbs = sorted({lb for arn in s.target_group_arns for lb in groups[arn].load_balancers})
             s.service = replace(
                 s.service,
                 load_balancers=tuple(arn_resource(lb, "loadbalancer") for lb in lbs),
-                target_groups=tuple(groups[arn][0] for arn in s.target_group_arns),
+                target_groups=tuple(groups[arn].dimension for arn in s.target_group_arns),
                 load_balancer_arns=tuple(lbs),
                 target_group_arns=s.target_group_arns,
             )
@@ -196,13 +227,28 @@ class ServiceObserver:
         )
 
     async def _describe_target_groups(
-        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen]
-    ) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """Target group ARN -> (TargetGroup dimension, load balancer ARNs)."""
+        self, region: str, contexts: list[EnvironmentContext], seen: dict[str, _Seen], now: datetime
+    ) -> dict[str, _Group]:
+        """Target group ARN -> its dimension and load balancers: from the cache, and read for
+        the ARNs not seen before (or not for `target_group_ttl`), 20 a call, concurrently."""
         wanted = sorted({arn for c in contexts for arn in seen[c.name].target_group_arns})
-        info: dict[str, tuple[str, tuple[str, ...]]] = {}
+        # a service that may be scaled to zero in this pass: its metrics are read from the
+        # load balancer its target group is on now (moved, the old one would show no traffic)
+        fresh = {
+            arn
+            for c in contexts
+            if _may_fall_asleep(c, seen[c.name].service, now)
+            for arn in seen[c.name].target_group_arns
+        }
+        due = [
+            arn
+            for arn in wanted
+            if arn in fresh or arn not in self._groups or self._groups[arn].until <= now
+        ]
         failed: dict[str, str] = {}
-        for batch in chunks(wanted, DESCRIBE_TARGET_GROUPS_BATCH):
+        info = {arn: self._groups[arn] for arn in wanted if arn in self._groups}
+
+        async def describe(batch: Sequence[str]) -> None:
             try:
                 answer = await self._aws.read(
                     _DescribeTargetGroups,
@@ -211,14 +257,13 @@ class ServiceObserver:
                     region,
                     TargetGroupArns=list(batch),
                 )
-            except AwsError as exc:
-                failed.update({arn: str(exc) for arn in batch})
-                continue
+            except AwsError as exc:  # one kept stays in use until it is read again
+                failed.update({arn: str(exc) for arn in batch if arn not in info})
+                return
             for group in answer.TargetGroups:
-                info[group.TargetGroupArn] = (
-                    arn_resource(group.TargetGroupArn, "targetgroup"),
-                    tuple(group.LoadBalancerArns),
-                )
+                info[group.TargetGroupArn] = self._remember(group, now)
+
+        await asyncio.gather(*(describe(b) for b in chunks(due, DESCRIBE_TARGET_GROUPS_BATCH)))
         for c in contexts:
             for arn in seen[c.name].target_group_arns:
                 if arn in failed:
@@ -228,11 +273,23 @@ class ServiceObserver:
         await self._learn_dns_names(region, info)
         return info
 
-    async def _learn_dns_names(
-        self, region: str, groups: dict[str, tuple[str, tuple[str, ...]]]
-    ) -> None:
-        unknown = sorted({lb for _, lbs in groups.values() for lb in lbs} - set(self._dns_names))
-        for batch in chunks(unknown, DESCRIBE_LOAD_BALANCERS_BATCH):
+    def _remember(self, group: _TargetGroup, now: datetime) -> _Group:
+        """Kept until a spread-out expiry, so that refreshes do not come all at once; a target
+        group without a load balancer yet is not kept: it is read again next pass."""
+        arn = group.TargetGroupArn
+        ttl = self.target_group_ttl * (0.5 + 0.5 * self._rng.random())
+        read = _Group(arn_resource(arn, "targetgroup"), tuple(group.LoadBalancerArns), now + ttl)
+        if read.load_balancers:
+            self._groups[arn] = read
+        else:
+            self._groups.pop(arn, None)
+        return read
+
+    async def _learn_dns_names(self, region: str, groups: dict[str, _Group]) -> None:
+        unknown = sorted({lb for g in groups.values() for lb in g.load_balancers})
+        unknown = [lb for lb in unknown if lb not in self._dns_names]
+
+        async def describe(batch: Sequence[str]) -> None:
             try:
                 answer = await self._aws.read(
                     _DescribeLoadBalancers,
@@ -242,9 +299,18 @@ class ServiceObserver:
                     LoadBalancerArns=list(batch),
                 )
             except AwsError:
-                continue  # the endpoint is only reported; no decision needs it
+                return  # the endpoint is only reported; no decision needs it
             for lb in answer.LoadBalancers:
                 self._dns_names[lb.LoadBalancerArn] = lb.DNSName
+
+        await asyncio.gather(*(describe(b) for b in chunks(unknown, DESCRIBE_LOAD_BALANCERS_BATCH)))
+
+
+def _may_fall_asleep(
+    context: EnvironmentContext, service: ServiceState | None, now: datetime
+) -> bool:
+    closes_by = idle_window_closes_by(context, now)
+    return service is not None and service.awake and closes_by is not None and closes_by <= now
 
 
 def _exists(service: ServiceState | None) -> bool:

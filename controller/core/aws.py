@@ -22,6 +22,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import xform_name
 from botocore.exceptions import ClientError
+from botocore.regions import EndpointResolver
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T")
@@ -104,10 +105,62 @@ def _ignore(service: str, operation: str, outcome: str) -> None:
     pass
 
 
+# The test suite collects every operation the controller calls, to check the deployment's IAM
+# policy against them (tests/deploy/test_iam.py): with this variable naming a file, each call
+# counted for the controller's metrics is also appended there, as `service operation`.
+CALL_LOG_VARIABLE = "INFRA_CONTROLLER_AWS_CALL_LOG"
+
+
+def _logged(count: CallCounter) -> CallCounter:
+    path = os.environ.get(CALL_LOG_VARIABLE)
+    if not path or count is _ignore:
+        return count
+
+    def count_and_log(service: str, operation: str, outcome: str) -> None:
+        count(service, operation, outcome)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{service} {operation}\n")
+
+    return count_and_log
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "Unknown"))
     return type(exc).__name__
+
+
+# The SDK keeps its endpoint table whole in memory (endpoints.json: 1.2 MB of JSON, 5 MB read)
+# for the hundreds of services AWS has. The controller calls these (by endpoint prefix): only
+# their entries are kept. Another service still resolves, from its partition's defaults.
+ENDPOINT_SERVICES = frozenset(
+    {"ecs", "elasticloadbalancing", "monitoring", "dynamodb", "codebuild", "sns", "sts", "ec2"}
+)
+
+
+def compact_endpoint_table(session: Any) -> None:
+    """Have `session` read its endpoint table (when it first needs it) for `ENDPOINT_SERVICES`
+    only; an SDK laid out otherwise keeps its own, whole."""
+    components = getattr(session, "_internal_components", None)
+    if components is None:
+        return
+
+    def create() -> EndpointResolver:
+        loader = session.get_component("data_loader")
+        try:
+            base, data = next(
+                (base, found)
+                for base in loader.search_paths
+                if (found := loader.file_loader.load_file(os.path.join(base, "endpoints")))
+            )
+            for partition in data["partitions"]:
+                services = partition["services"]
+                partition["services"] = {k: services[k] for k in ENDPOINT_SERVICES & set(services)}
+        except Exception:  # not the layout expected: the SDK's own way
+            data, base = loader.load_data_with_path("endpoints")
+        return EndpointResolver(data, uses_builtin_data=loader.is_builtin_path(base))
+
+    components.lazy_register_component("endpoint_resolver", create)
 
 
 class AwsClients:
@@ -120,10 +173,11 @@ class AwsClients:
         call_timeout: float = 20.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        self._count = count
+        self._count = _logged(count)
         # one call, retries included, never takes longer: a hang fails that call's group only
         self._call_timeout = call_timeout
         self._session: Any = get_session()
+        compact_endpoint_table(self._session)
         # Fargate and Lambda set AWS_REGION, which botocore alone does not read.
         self._default_region = (
             default_region
@@ -133,6 +187,9 @@ class AwsClients:
         )
         self._config = AioConfig(
             retries={"mode": "adaptive", "max_attempts": max_attempts},
+            # the controller's own requests, tested: AWS checks them anyway, and checking the
+            # thousands of datapoints of one PutMetricData here took milliseconds each pass
+            parameter_validation=False,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=20,
@@ -140,6 +197,24 @@ class AwsClients:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = asyncio.Lock()
         self._stack = AsyncExitStack()
+
+    def parse_only(self, service: str, shape: str, members: Iterable[str]) -> None:
+        """Have this pool's `service` clients, made from now on, parse only `members` of
+        `shape` in AWS's answers (the others are left unread). An ECS service comes with its
+        deployments and its last hundred events: parsing them took more CPU than the rest of a
+        pass at a thousand services, for nothing read. An SDK laid out otherwise parses all."""
+        loader = self._session.get_component("data_loader")
+        try:
+            # the loader keeps the model it loads, by its arguments: the clients made later ask
+            # for it with these, and get this one
+            model = loader.load_service_model(service, "service-2", api_version=None)
+            members_of = model["shapes"][shape]["members"]
+            wanted = set(members)
+            model["shapes"][shape]["members"] = {
+                name: member for name, member in members_of.items() if name in wanted
+            }
+        except (KeyError, TypeError, ValueError):
+            return
 
     def region(self, region: str | None) -> str:
         chosen = region or self._default_region

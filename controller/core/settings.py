@@ -69,6 +69,53 @@ class Settings(BaseSettings):
     # Fargate prices replacing or adding to the package's table (JSON: region -> x86|arm ->
     # {"vcpu_hour": USD, "gb_hour": USD}), for the idle lever's savings
     fargate_prices: dict[str, dict[Architecture, Rate]] = Field(default_factory=dict)
+    # high availability (contract section 12): `dynamodb://TABLE`, the state store's table
+    leader_election: str | None = None
+    # very large fleets: `I/N` owns the environments whose name hashes to shard I of N
+    shard: str | None = None
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_of(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        index, sep, count = value.partition("/")
+        if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+            raise ValueError(f"expected I/N with 1 <= I <= N (e.g. 2/4), got {value!r}")
+        if int(count) > 1000:
+            raise ValueError("at most 1000 shards")
+        return value
+
+    @model_validator(mode="after")
+    def _election_in_the_state_table(self) -> Settings:
+        election = self.leader_election
+        if election is None:
+            return self
+        if not election.startswith("dynamodb://") or election == "dynamodb://":
+            raise ValueError("leader election takes dynamodb://TABLE")
+        if self.state_store != election:
+            raise ValueError(
+                "leader election keeps its lease in the state table: set "
+                f"CONTROLLER_STATE_STORE={election} too (the lease fences every state write)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shards_share_a_table(self) -> Settings:
+        if self.shard is not None and not self.state_store.startswith("dynamodb://"):
+            raise ValueError(
+                "shards share their records in DynamoDB: set "
+                "CONTROLLER_STATE_STORE=dynamodb://TABLE with CONTROLLER_SHARD"
+            )
+        return self
+
+    @property
+    def shard_of(self) -> tuple[int, int] | None:
+        """(I, N) of `shard`, or None."""
+        if self.shard is None:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
 
     @field_validator("interval")
     @classmethod

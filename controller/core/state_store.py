@@ -14,26 +14,18 @@ import asyncio
 import fcntl
 import json
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from controller.core.aws import AwsClients, AwsError
+from controller.core.atomic_file import encode_state, write_atomically
 from controller.core.records import (
     EnvironmentRecord,
     InvalidRecord,
     record_from_json,
     record_to_json,
 )
-
-# a page holds up to 1 MB of records, a thousand environments or more: a table that keeps
-# asking for more pages is not to be trusted
-MAX_SCAN_PAGES = 100
-# items that are not environments start with a character no environment name has
-RESERVED_PREFIX = "#"
-EVENTS_ITEM = "#events"
 
 
 class StateStoreError(Exception):
@@ -88,12 +80,30 @@ class StateStore(Protocol):
 
 # ---- file ----
 
+Written = EnvironmentRecord | StateStoreError  # what one put of a batch came to
+
+
+@dataclass
+class _QueuedPut:
+    name: str
+    record: EnvironmentRecord
+    done: asyncio.Future[EnvironmentRecord]
+
 
 class FileStateStore:
+    """One JSON file. The puts of a pass are written together: the environments of a pass
+    save their records at the same moment, and each put waits for the batch it is in, so a
+    pass over a thousand environments reads and writes the file once, not once each."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.description = f"file://{path}"
         self._seen: tuple[int, int, int] | None = None  # the file as last read or written
+        # the entries known readable, as last read or written: one found unchanged in the file
+        # is not validated again (a thousand validations a pass, for nothing)
+        self._readable: dict[str, tuple[Any, int]] = {}  # name -> (entry, its version)
+        self._queued: list[_QueuedPut] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:
@@ -132,52 +142,81 @@ class FileStateStore:
         if not isinstance(environments, dict):
             raise StoreCorrupt(f"{self.path}: `environments` is not a mapping")
         loaded = StoredRecords()
+        self._readable = {}
         for name, entry in environments.items():
             try:
                 loaded.records[name] = record_from_json(entry)
             except InvalidRecord as exc:
                 loaded.unreadable[name] = f"{self.path}: invalid record of {name}: {exc}"
+            else:
+                self._readable[name] = (entry, loaded.records[name].version)
         return loaded
 
-    def _put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
+    def _put_many(self, puts: list[tuple[str, EnvironmentRecord]]) -> list[Written]:
+        """Every put of a batch, in order, under one lock, with one read and one write."""
         lock = self._locked()
         try:
             data = self._read_unlocked()
             environments = data.get("environments") or {}
             if not isinstance(environments, dict):
                 raise StateStoreError(f"{self.path}: `environments` is not a mapping")
-            entry = environments.get(name)
-            try:  # never overwrite what cannot be read: it may record a run in flight
-                stored = record_from_json(entry).version if entry is not None else 0
-            except InvalidRecord as exc:
-                raise StateStoreError(
-                    f"{self.path}: the record of {name} is unreadable: {exc}"
-                ) from exc
-            if stored != record.version:
-                raise StoreConflict(
-                    f"{name}: the stored record is at version {stored}, not {record.version}"
-                )
-            written = replace(record, version=record.version + 1)
-            environments[name] = record_to_json(written)
-            self._write({**data, "version": 2, "environments": environments})
-            self._seen = self._signature()
-            return written
+            results = [self._apply(environments, name, record) for name, record in puts]
+            if any(isinstance(result, EnvironmentRecord) for result in results):
+                text = encode_state({**data, "version": 2, "environments": environments})
+                write_atomically(self.path, text)
+                self._seen = self._signature()
+            return results
         finally:
             lock.close()
 
-    def _write(self, data: dict[str, Any]) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, temp = tempfile.mkstemp(prefix=".state-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+    def _apply(self, environments: dict[str, Any], name: str, record: EnvironmentRecord) -> Written:
+        entry = environments.get(name)
+        try:  # never overwrite what cannot be read: it may record a run in flight
+            known = self._readable.get(name)
+            if entry is None:
+                stored = 0
+            elif known is not None and known[0] == entry:  # as this process last read it
+                stored = known[1]
+            else:
+                stored = record_from_json(entry).version
+        except InvalidRecord as exc:
+            return StateStoreError(f"{self.path}: the record of {name} is unreadable: {exc}")
+        if stored != record.version:
+            return StoreConflict(
+                f"{name}: the stored record is at version {stored}, not {record.version}"
+            )
+        written = replace(record, version=record.version + 1)
+        environments[name] = record_to_json(written)
+        self._readable[name] = (environments[name], written.version)
+        return written
+
+    async def _write_queued(self) -> None:
+        """Write every put queued, a batch at a time: those queued while a batch is written
+        make the next one. A put whose caller gave up before its batch began is not written."""
+        while self._queued:
+            batch = [put for put in self._queued if not put.done.done()]
+            self._queued = []
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(
+                    self._put_many, [(put.name, put.record) for put in batch]
+                )
+            except OSError as exc:
+                failed = StateStoreError(f"cannot write state store {self.path}: {exc}")
+                results = [failed] * len(batch)
+            except StateStoreError as exc:
+                results = [exc] * len(batch)
+            except Exception as exc:  # never a writer gone with its puts left waiting
+                failed = StateStoreError(f"cannot write state store {self.path}: {exc!r}")
+                results = [failed] * len(batch)
+            for put, result in zip(batch, results, strict=True):
+                if put.done.done():
+                    continue
+                if isinstance(result, EnvironmentRecord):
+                    put.done.set_result(result)
+                else:  # each its own: a traceback per waiter
+                    put.done.set_exception(type(result)(str(result)))
 
     async def load(self) -> StoredRecords:
         return await asyncio.to_thread(self._load)
@@ -190,7 +229,8 @@ class FileStateStore:
         lock = self._locked()
         try:
             data = self._read_unlocked()
-            self._write({"version": 2, "environments": {}, **data, "events": events})
+            text = encode_state({"version": 2, "environments": {}, **data, "events": events})
+            write_atomically(self.path, text)
             self._seen = self._signature()
         finally:
             lock.close()
@@ -208,10 +248,14 @@ class FileStateStore:
             raise StateStoreError(f"cannot write state store {self.path}: {exc}") from exc
 
     async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
-        try:
-            return await asyncio.to_thread(self._put, name, record)
-        except OSError as exc:
-            raise StateStoreError(f"cannot write state store {self.path}: {exc}") from exc
+        """Queued with the puts of the other environments of the pass, and written with
+        them: one read and one write of the file for all (group commit). Returns once its
+        batch is on the disk."""
+        done: asyncio.Future[EnvironmentRecord] = asyncio.get_running_loop().create_future()
+        self._queued.append(_QueuedPut(name, record, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        return await done
 
     def _set_aside(self) -> str:
         lock = self._locked()
@@ -231,129 +275,3 @@ class FileStateStore:
 
 
 # ---- DynamoDB ----
-
-
-class DynamoDbStateStore:
-    """Table with partition key `environment` (string); items hold `record` (JSON) and `version`."""
-
-    def __init__(self, aws: AwsClients, table: str, region: str | None = None) -> None:
-        self._aws = aws
-        self.table = table
-        self.region = region
-        self.description = f"dynamodb://{table}"
-
-    async def load(self) -> StoredRecords:
-        loaded = StoredRecords()
-        params: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        try:
-            for _ in range(MAX_SCAN_PAGES):
-                answer = await self._aws.call("dynamodb", "Scan", self.region, **params)
-                for item in answer["Items"]:  # an answer without them is not "no record"
-                    self._read_item(item, loaded)
-                if "LastEvaluatedKey" not in answer:
-                    return loaded
-                params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
-            raise StateStoreError(
-                f"cannot read {self.description}: still more pages after {MAX_SCAN_PAGES}"
-            )
-        except AwsError as exc:
-            raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise StateStoreError(f"{self.description}: an item without its key: {exc}") from exc
-
-    def _read_item(self, item: dict[str, Any], loaded: StoredRecords) -> None:
-        name = str(item["environment"]["S"])
-        if name.startswith(RESERVED_PREFIX):  # not an environment (the events)
-            return
-        try:
-            data = json.loads(item["record"]["S"])
-            if not isinstance(data, dict):
-                raise InvalidRecord("not a JSON object")
-            data["version"] = int(item["version"]["N"])
-            loaded.records[name] = record_from_json(data)
-        except (KeyError, TypeError, ValueError) as exc:  # InvalidRecord is a ValueError
-            loaded.unreadable[name] = f"{self.description}: invalid record of {name}: {exc}"
-
-    async def set_aside(self) -> str | None:
-        """A table is never moved: its unreadable items stop their environments only."""
-        return None
-
-    async def load_events(self) -> list[dict[str, Any]]:
-        try:
-            answer = await self._aws.call(
-                "dynamodb",
-                "GetItem",
-                self.region,
-                TableName=self.table,
-                Key={"environment": {"S": EVENTS_ITEM}},
-                ConsistentRead=True,
-            )
-        except AwsError as exc:
-            raise StateStoreError(f"cannot read {self.description}: {exc}") from exc
-        try:
-            events = json.loads(answer["Item"]["events"]["S"]) if "Item" in answer else []
-        except (KeyError, TypeError, ValueError):
-            return []  # unreadable events are not worth stopping for: they start again
-        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
-
-    async def save_events(self, events: list[dict[str, Any]]) -> None:
-        try:
-            await self._aws.call(
-                "dynamodb",
-                "PutItem",
-                self.region,
-                TableName=self.table,
-                Item={"environment": {"S": EVENTS_ITEM}, "events": {"S": json.dumps(events)}},
-            )
-        except AwsError as exc:
-            raise StateStoreError(f"cannot write {self.description}: {exc}") from exc
-
-    async def changed(self) -> bool:
-        return False  # conditional writes find out instead
-
-    async def put(self, name: str, record: EnvironmentRecord) -> EnvironmentRecord:
-        written = replace(record, version=record.version + 1)
-        body = record_to_json(written)
-        body.pop("version")
-        condition: dict[str, Any] = (
-            {"ConditionExpression": "attribute_not_exists(environment)"}
-            if record.version == 0
-            else {
-                "ConditionExpression": "version = :expected",
-                "ExpressionAttributeValues": {":expected": {"N": str(record.version)}},
-            }
-        )
-        try:
-            await self._aws.call(
-                "dynamodb",
-                "PutItem",
-                self.region,
-                TableName=self.table,
-                Item={
-                    "environment": {"S": name},
-                    "record": {"S": json.dumps(body)},
-                    "version": {"N": str(written.version)},
-                },
-                **condition,
-            )
-        except AwsError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                raise StoreConflict(f"{name}: changed by another controller") from exc
-            raise StateStoreError(f"cannot write {self.description}: {exc}") from exc
-        return written
-
-
-def open_state_store(url: str, aws: AwsClients | None = None) -> StateStore:
-    if url.startswith("file://"):
-        path = url.removeprefix("file://")
-        if not path:
-            raise StateStoreError("file:// needs a path, e.g. file://.controller-state.json")
-        return FileStateStore(path)
-    if url.startswith("dynamodb://"):
-        table = url.removeprefix("dynamodb://")
-        if not table or aws is None:
-            raise StateStoreError(
-                "dynamodb:// needs a table name, e.g. dynamodb://infra-controller"
-            )
-        return DynamoDbStateStore(aws, table)
-    raise StateStoreError(f"unknown state store {url!r}: expected file://PATH or dynamodb://TABLE")

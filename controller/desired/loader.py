@@ -28,6 +28,7 @@ from controller.desired.yaml_limits import (
     RefusedDocument,
     Replay,
     checked_events,
+    max_nodes,
 )
 
 Path = tuple[str | int, ...]
@@ -334,7 +335,7 @@ def _load(text: str, file: str, max_bytes: int) -> LoadedDesiredState:
         raise too_large(file, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     try:
-        node = Replay(checked_events(text, _PARSER)).get_single_node()
+        node = Replay(checked_events(text, _PARSER, max_nodes(max_bytes))).get_single_node()
     except yaml.YAMLError as exc:
         raise InvalidDesiredState([_yaml_problem(exc, text, file)]) from None
     if node is None:

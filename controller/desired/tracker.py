@@ -47,8 +47,15 @@ class DesiredStateView:
 
 
 class DesiredStateTracker:
-    def __init__(self, source: DesiredStateSource, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        source: DesiredStateSource,
+        rng: random.Random | None = None,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         self.source = source
+        # a shard's controller keeps only the environments it owns (CONTROLLER_SHARD)
+        self._owns = owns
         self._rng = rng or random.Random()
         self.desired: DesiredState | None = None  # the desired state in force (last valid)
         self.revision: str | None = None
@@ -87,10 +94,16 @@ class DesiredStateTracker:
                 problems=self._problems,
             )
         new = snapshot.revision != self.revision
-        self.desired = snapshot.loaded.state
+        self.desired = self._owned(snapshot.loaded.state)
         self.revision = snapshot.revision
         self._valid, self._problems = True, ()
         return Refresh("loaded", snapshot.revision, new=new)
+
+    def _owned(self, state: DesiredState) -> DesiredState:
+        if self._owns is None:
+            return state
+        owned = {name: env for name, env in state.environments.items() if self._owns(name)}
+        return state.model_copy(update={"environments": owned})
 
     async def watch(self, changed: Callable[[], None]) -> None:
         await self.source.watch(changed)

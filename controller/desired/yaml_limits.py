@@ -17,7 +17,11 @@ import yaml
 from yaml.composer import Composer
 from yaml.resolver import Resolver
 
-from controller.core.desired_state import MAX_DESIRED_STATE_DEPTH, MAX_DESIRED_STATE_NODES
+from controller.core.desired_state import (
+    DEFAULT_MAX_DESIRED_STATE_BYTES,
+    MAX_DESIRED_STATE_DEPTH,
+    MAX_DESIRED_STATE_NODES,
+)
 
 TOO_DEEP = f"nested deeper than {MAX_DESIRED_STATE_DEPTH} levels"
 # PyYAML reads a sexagesimal `1:2:3:...` in quadratic time: no real number is this long
@@ -46,9 +50,22 @@ class _Open:
     deepest: int  # the deepest level reached inside it so far (aliases expanded)
 
 
-def checked_events(text: str, parser: type[Any]) -> list[yaml.Event]:
-    """Every event of the document, once it is known to stay within the limits; raises
-    RefusedDocument, or the parser's own YAMLError."""
+def max_nodes(max_bytes: int) -> int:
+    """The node limit for a document of at most `max_bytes`: 10,000 for the default 1 MiB, and
+    as many more as the byte limit is raised (a thousand environments with a service and an
+    idle policy are some 15,000 nodes in 130 kB: `CONTROLLER_MAX_DESIRED_STATE_BYTES` of 2 MiB
+    lets them through). An alias still counts as a copy: a bomb is refused as early."""
+    return max(
+        MAX_DESIRED_STATE_NODES,
+        MAX_DESIRED_STATE_NODES * max_bytes // DEFAULT_MAX_DESIRED_STATE_BYTES,
+    )
+
+
+def checked_events(
+    text: str, parser: type[Any], limit: int = MAX_DESIRED_STATE_NODES
+) -> list[yaml.Event]:
+    """Every event of the document, once it is known to stay within the limits (at most
+    `limit` nodes); raises RefusedDocument, or the parser's own YAMLError."""
     events: list[yaml.Event] = []
     anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, levels) of what it marks
     open_: list[_Open] = []
@@ -95,10 +112,10 @@ def checked_events(text: str, parser: type[Any]) -> list[yaml.Event]:
             open_[-1].deepest = max(open_[-1].deepest, deepest)
         if deepest > MAX_DESIRED_STATE_DEPTH:
             raise RefusedDocument(event, f"{TOO_DEEP}{detail}: refused")
-        if nodes > MAX_DESIRED_STATE_NODES:
+        if nodes > limit:
             raise RefusedDocument(
                 event,
-                f"more than {MAX_DESIRED_STATE_NODES:,} nodes{detail}: refused "
+                f"more than {limit:,} nodes{detail}: refused "
                 "(an alias counts as a copy of what it refers to)",
             )
     return events

@@ -191,6 +191,11 @@ class ActivatorWakes:
         if self._dry_run:
             log.info("dry run: a request at the activator would wake", environment=name)
             return
+        if not self._engine.may_act():
+            # the page asks again in a few seconds; the load balancer may send that to the leader
+            log.info("not the leader: a request at the activator waits", environment=name)
+            self._forget(name)
+            return
         try:
             await self._engine.act_outside_pass(name, spec, "idle", decision)
         except Exception as exc:  # the next request tries again, a few seconds later

@@ -12,21 +12,20 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
-from typing import Literal
 
 import structlog
 
-from controller.core.clock import Clock, utc_iso
+from controller.core.clock import Clock
 from controller.core.desired_state import Environment
 from controller.core.durations import format_duration
 from controller.core.events import StampedEvent
-from controller.core.records import Overrides, PowerOverride, Suspension
 from controller.core.settings import Settings
-from controller.core.state_store import StateStoreError
 from controller.desired.tracker import DesiredStateTracker
 from controller.engine.activator_wakes import ActivatorWakes
+from controller.engine.api_overrides import ApiOverrides
+from controller.engine.leadership import Leadership
 from controller.engine.memory import StateMemory
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import effective
@@ -44,8 +43,7 @@ log = structlog.get_logger("infra_controller")
 RUNNER_STOP_GRACE_SECONDS = 3.0
 
 
-class UnknownEnvironment(KeyError):
-    """The environment is not (or no longer) in the desired state in force."""
+NOT_LEADER = "this controller is not the leader; ask the leader (see /status)"
 
 
 class Controller:
@@ -62,6 +60,7 @@ class Controller:
         activator_wake: Callable[[Environment, str], Decision | None] = lambda spec, why: None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         notifier: Notifier | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -72,11 +71,32 @@ class Controller:
         self._reporter = reporter
         self._closers = closers
         self._notifier = notifier
+        self._leadership = leadership
+        if leadership is not None:
+            engine.may_act = leadership.leading
+            leadership.on_change = self._leadership_changed
         self._wake_refusal = wake_refusal  # the rule of the policy that handles wakes
         self._scheduler = Scheduler(self._scheduled_pass, clock, settings.interval)
         self._pass_lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
-        self._snapshot = Snapshot(tracker.view(), settings.dry_run, clock.now())
+        self._snapshot = Snapshot(
+            tracker.view(),
+            settings.dry_run,
+            clock.now(),
+            leader=leadership is None,
+            shard=settings.shard,
+        )
+        # suspend, resume and power overrides through the API
+        self.overrides = ApiOverrides(
+            clock,
+            tracker,
+            memory,
+            reporter,
+            self._pass_lock,
+            self._publish,
+            self.request_pass,
+            self._flush_events,
+        )
         # requests at the activator: wakes made at once, outside the passes
         self.activator = ActivatorWakes(
             engine,
@@ -111,7 +131,35 @@ class Controller:
         state store at fault (nothing depending on it is done meanwhile)."""
         if self._snapshot.revision is None:
             return "no valid desired state loaded"
+        if not self.leading():
+            return "not the leader: this controller observes only"
         return self._snapshot.state_store_problem
+
+    def leading(self) -> bool:
+        """This controller may act (always, without leader election)."""
+        return self._leadership is None or self._leadership.leading()
+
+    async def lead_for_one_pass(self) -> str | None:
+        """A one-shot `run --once` with leader election: take the lease if nobody holds it
+        (released at `close`); why not, when another controller does."""
+        if self._leadership is None or self.leading():
+            return None
+        await self._leadership.step()
+        if self.leading():
+            return None
+        return (
+            "another controller holds the lease and acts (or held it less than 15 s ago): "
+            "ask it with `infra-controller reconcile`"
+        )
+
+    def _leadership_changed(self, leading: bool) -> None:
+        self._publish()
+        if leading:  # what a follower held may be old: the records and events are read again
+            self._memory.reread()
+            if self._reporter.event_log is not None:
+                self._reporter.event_log.reload()
+                self._reporter.event_log.take_unannounced()  # told by the previous leader
+            self.request_pass(PassRequest(fetch_now=True))
 
     # ---- triggers ----
 
@@ -123,6 +171,8 @@ class Controller:
         desired = self._tracker.desired
         if desired is None or name not in desired.environments:
             return "unknown environment"
+        if not self.leading():
+            return NOT_LEADER
         refusal = self._wake_refusal(
             effective(desired.environments[name], self._memory.record(name), self.clock.now())
         )
@@ -138,120 +188,12 @@ class Controller:
         """`POST /reconcile`: a pass now, failed runs of `name` (or all) retried at once."""
         if name is not None and not self.knows(name):
             return "unknown environment"
+        if not self.leading():
+            return NOT_LEADER
         log.info("pass requested through the API", target=name or "all environments")
         retry = frozenset({name}) if name else frozenset()
         self.request_pass(PassRequest(fetch_now=True, retry=retry, retry_all=name is None))
         return None
-
-    async def suspend(self, name: str, reason: str, wait: float) -> None:
-        """Suspend `name` until `resume`: written to the state store before this returns, so a
-        restart keeps it. Raises StateStoreError when it cannot be written (nothing changed),
-        TimeoutError when the pass in progress does not end within `wait` seconds."""
-        now = self.clock.now()
-
-        def suspended(overrides: Overrides, spec: Environment) -> Overrides:
-            kept = overrides.suspension
-            since = kept.since if kept is not None else now  # suspended since the first ask
-            return replace(overrides, suspension=Suspension(reason, since))
-
-        await self._set_overrides(name, suspended, wait)
-        log.info("environment suspended through the API", environment=name, reason=reason)
-        self._reporter.record(name, "suspended", reason, by="api")
-        await self._flush_events()
-
-    async def resume(self, name: str, wait: float) -> bool:
-        """Clear a suspension set through the API; False when there was none. Raises as
-        `suspend`."""
-        before = await self._set_overrides(name, lambda o, _: replace(o, suspension=None), wait)
-        if before.suspension is None:
-            return False
-        log.info("environment resumed through the API", environment=name)
-        self._reporter.record(name, "resumed", "resumed through the API")
-        await self._flush_events()
-        return True
-
-    async def override_power(
-        self,
-        name: str,
-        power: Literal["on", "off"],
-        duration: timedelta | None,
-        reason: str,
-        wait: float,
-    ) -> PowerOverride:
-        """Power `name` on or off, ahead of its schedule and git, for `duration`; without one,
-        until the schedule's next change (or, without a schedule, until cleared or until a new
-        revision changes its `power`). Written before this returns; raises as `suspend`."""
-        made: list[PowerOverride] = []
-
-        def overridden(overrides: Overrides, spec: Environment) -> Overrides:
-            # from the revision in force when it is written, not one a pass replaced since
-            now = self.clock.now()
-            if duration is not None:
-                expires: datetime | None = now + duration
-            elif spec.schedule is not None and spec.power == "on":
-                expires = spec.schedule.next_change(now)
-            else:
-                expires = None
-            made.append(PowerOverride(power, reason, now, expires, spec.power))
-            return replace(overrides, power=made[-1])
-
-        await self._set_overrides(name, overridden, wait)
-        override = made[-1]
-        expires = override.expires_at
-        log.info(
-            "power override set",
-            environment=name,
-            power=power,
-            expires_at=utc_iso(expires),
-            reason=reason,
-        )
-        self._reporter.record(
-            name, "override_set", reason, to_state=power, expires_at=utc_iso(expires)
-        )
-        await self._flush_events()
-        return override
-
-    async def clear_power_override(self, name: str, wait: float) -> bool:
-        """False when there was none. Raises as `suspend`."""
-        before = await self._set_overrides(name, lambda o, _: replace(o, power=None), wait)
-        if before.power is None:
-            return False
-        log.info("power override cleared", environment=name)
-        self._reporter.record(name, "override_cleared", "cleared through the API")
-        await self._flush_events()
-        return True
-
-    async def _set_overrides(
-        self, name: str, change: Callable[[Overrides, Environment], Overrides], wait: float
-    ) -> Overrides:
-        """Apply `change` to the overrides of `name` and write them; the overrides before.
-        Raises UnknownEnvironment when a new revision removed it meanwhile."""
-        # between passes: a pass holds the working records and writes them at its end; only
-        # the wait for it is bounded, never the write (half a write must not count as none)
-        async with asyncio.timeout(wait):
-            await self._pass_lock.acquire()
-        try:
-            desired = self._tracker.desired
-            if desired is None or name not in desired.environments:
-                raise UnknownEnvironment(name)
-            await self._memory.ensure_loaded()
-            reason = self._memory.unreadable(name)
-            if reason is not None:
-                raise StateStoreError(reason)
-            record = self._memory.record(name)
-            changed = change(record.overrides, desired.environments[name])
-            self._memory.update(name, replace(record, overrides=changed))
-            try:
-                await self._memory.save(name)
-            except BaseException:  # not written (or not known to be): not in force either
-                self._memory.update(name, record)
-                raise
-            self._publish()
-        finally:
-            self._pass_lock.release()
-        if record.overrides != self._memory.record(name).overrides:
-            self.request_pass(PassRequest(due_now=frozenset({name})))
-        return record.overrides
 
     # ---- passes ----
 
@@ -269,13 +211,20 @@ class Controller:
         request = request or PassRequest()
         async with self._pass_lock:
             reconcile_id = uuid.uuid4().hex[:12]
-            with (
-                structlog.contextvars.bound_contextvars(
-                    reconcile_id=reconcile_id, environment=None, revision=self._tracker.revision
-                ),
-                self._reporter.timed("pass"),
-            ):
-                report = await self._pass(reconcile_id, request, act, persist)
+            # a pass that keeps nothing (a plan, a follower's) tells nothing either
+            self._reporter.recording = persist and self.leading()
+            try:
+                with (
+                    structlog.contextvars.bound_contextvars(
+                        reconcile_id=reconcile_id,
+                        environment=None,
+                        revision=self._tracker.revision,
+                    ),
+                    self._reporter.timed("pass"),
+                ):
+                    report = await self._pass(reconcile_id, request, act, persist)
+            finally:
+                self._reporter.recording = True
             now = self.clock.now()
             self._reporter.pass_completed(report.desired_state_valid and not report.failed, now)
             self._publish(completed=True)
@@ -325,7 +274,14 @@ class Controller:
         return PassReport(reconcile_id, view.revision, bool(view.valid), outcomes)
 
     async def _scheduled_pass(self, request: PassRequest) -> None:
-        await self.reconcile_once(request)
+        if self.leading():
+            await self.reconcile_once(request)
+            return
+        # a follower observes, for its /status, and changes nothing, not even the records
+        self._memory.reread()
+        if self._reporter.event_log is not None:  # `/events` shows what the leader wrote
+            self._reporter.event_log.reload()
+        await self.reconcile_once(request, act=False, persist=False)
 
     def _publish(self, completed: bool = False) -> None:
         desired = self._tracker.desired
@@ -346,6 +302,7 @@ class Controller:
             passes_completed=previous.passes_completed + (1 if completed else 0),
             state_store=self._memory.description,
             state_store_problem=self._memory.problem,
+            leader=self.leading(),
         )
 
     # ---- the daemon ----
@@ -360,9 +317,19 @@ class Controller:
             source=self._tracker.source.description,
         )
         self._stop = stop
+        election = (
+            asyncio.create_task(self._leadership.run(stop))
+            if self._leadership is not None
+            else None
+        )
         try:
             await self._scheduler.run(stop, self._watch_source)
         finally:
+            if election is not None and self._leadership is not None:
+                # the passes are over: now the lease may go (within a retry period)
+                election.cancel()
+                await asyncio.gather(election, return_exceptions=True)
+                await self._leadership.release()
             await self.activator.close()
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
         log.info("controller stopped")
@@ -383,6 +350,8 @@ class Controller:
         """Release clients and caches. `stop_runs`: also stop Terraform runs in flight (a
         one-shot command leaves them running: the next pass reads their outcome)."""
         await self.activator.close()
+        if self._leadership is not None:  # a one-shot run's lease, if it took one
+            await self._leadership.release()
         if stop_runs:
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
         if self._notifier is not None:  # before the AWS clients its SNS messages use

@@ -9,6 +9,7 @@ writes the store once.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,7 +32,8 @@ class EventLog:
         self._keep = keep
         self._events: deque[StampedEvent] = deque(maxlen=keep)
         self._loaded = False
-        self._unsaved = False
+        self._load_lock = asyncio.Lock()  # two first reads at once must not add twice
+        self._unsaved: list[StampedEvent] = []  # added since the last write
         self._unannounced: list[StampedEvent] = []  # for the notifications, once each
 
     def add(self, event: StampedEvent) -> None:
@@ -42,24 +44,30 @@ class EventLog:
             reason=event.reason[:REASON_LIMIT],
         )
         self._events.append(event)
-        self._unannounced.append(event)
-        del self._unannounced[: -self._keep]  # bounded like the log itself
-        self._unsaved = True
+        for pending in (self._unsaved, self._unannounced):
+            pending.append(event)
+            del pending[: -self._keep]  # bounded like the log itself
 
     def take_unannounced(self) -> list[StampedEvent]:
         """The events added since the last call, oldest first (each is handed out once)."""
         taken, self._unannounced = self._unannounced, []
         return taken
 
+    def reload(self) -> None:
+        """Read the store again before the next use: another controller writes it (this one
+        follows, or has just taken over from the one that did). What this one added and did
+        not write yet is kept."""
+        self._loaded = False
+
     async def _load(self) -> None:
-        if self._loaded:
-            return
-        stored = [e for e in map(event_from_json, await self._store.load_events()) if e is not None]
-        fresh = list(self._events)  # those added before the store could be read
-        self._events.clear()
-        self._events.extend(sorted(stored, key=lambda e: e.time))
-        self._events.extend(fresh)
-        self._loaded = True
+        async with self._load_lock:
+            if self._loaded:
+                return
+            stored = [e for e in map(event_from_json, await self._store.load_events()) if e]
+            self._events.clear()
+            self._events.extend(sorted(stored, key=lambda e: e.time))
+            self._events.extend(self._unsaved)
+            self._loaded = True
 
     async def flush(self) -> None:
         """Write the events to the store if any came since the last write. A store that
@@ -67,8 +75,9 @@ class EventLog:
         try:
             await self._load()
             if self._unsaved:
+                written = len(self._unsaved)
                 await self._store.save_events([e.to_json() for e in self._events])
-                self._unsaved = False
+                del self._unsaved[:written]  # those added during the write stay unsaved
         except StateStoreError as exc:
             log.warning("events not saved; kept in memory", error=str(exc))
 

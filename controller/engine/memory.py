@@ -13,12 +13,18 @@ is repaired or removed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import structlog
 
 from controller.core.records import EnvironmentRecord
 from controller.core.state_store import StateStore, StateStoreError, StoreConflict, StoreCorrupt
 
 log = structlog.get_logger("infra_controller.state")
+# the cost accounting changes every record every pass: it is written this often (or with any
+# other change), not once a pass; a restart counts the gap since, up to cost.MAX_STEP
+ACCOUNTING_WRITE_EVERY = timedelta(minutes=5)
 
 
 class StateMemory:
@@ -80,6 +86,10 @@ class StateMemory:
             self._working.pop(name, None)
             self._stored.pop(name, None)
 
+    def reread(self) -> None:
+        """Read the store again before the next use (a follower: the leader writes it)."""
+        self._loaded = False
+
     def note_unreadable(self, error: BaseException) -> None:
         """The store could not be read in time, or at all (it is read again next pass)."""
         reason = str(error) or "no answer in time"
@@ -128,7 +138,20 @@ class StateMemory:
         return written
 
     async def save(self, name: str) -> None:
-        """Write the working record of `name` if it changed since it was stored."""
+        """Write the working record of `name` if it changed since it was stored: at once,
+        unless only its cost accounting moved (every pass does), which is written every
+        `ACCOUNTING_WRITE_EVERY` (a record per environment and pass, for a figure whose gap
+        after a restart is counted anyway)."""
         working = self._working.get(name)
-        if working is not None and working != self._stored.get(name, EnvironmentRecord()):
+        stored = self._stored.get(name, EnvironmentRecord())
+        if working is not None and working != stored and not _accounting_only(working, stored):
             await self.put(name, working)
+
+
+def _accounting_only(working: EnvironmentRecord, stored: EnvironmentRecord) -> bool:
+    """Only the cost accounting moved since `stored`, within the same month, and it was
+    written less than `ACCOUNTING_WRITE_EVERY` ago (by the accounting's own clock)."""
+    if replace(working, cost=stored.cost) != stored or working.cost.month != stored.cost.month:
+        return False
+    written, now = stored.cost.accounted_at, working.cost.accounted_at
+    return written is not None and now is not None and now - written < ACCOUNTING_WRITE_EVERY

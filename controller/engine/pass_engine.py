@@ -42,6 +42,12 @@ log = structlog.get_logger("infra_controller")
 
 AnyReconciler = Reconciler[Any, Any]
 STORE_SHARE = 0.3  # of the pass timeout, for reading the state store
+
+
+class NotLeading(RuntimeError):
+    """A change asked of a controller that is not the leader."""
+
+
 OBSERVE_SHARE = 0.6  # of the pass timeout, for the observers' and reconcilers' reads
 Observations = dict[str, tuple[Mapping[str, Any], str]]  # reconciler -> (by name, why missing)
 
@@ -65,6 +71,8 @@ class PassEngine:
         rng: random.Random | None = None,
     ) -> None:
         self.observers = list(observers)
+        # with leader election: whether this controller may change AWS now (checked per change)
+        self.may_act: Callable[[], bool] = lambda: True
         self.reconcilers = list(reconcilers)
         self.memory = memory
         self.reporter = reporter
@@ -99,10 +107,12 @@ class PassEngine:
             self.memory.note_unreadable(exc)
             self.reporter.state_store(self.memory.problem)
             error = f"state store unreadable: {self.memory.problem}"
-            return {
+            failed = {
                 name: self._failed(name, self.runtime(name), now, error)
                 for name in desired.environments
             }
+            self.reporter.pass_summary(failed, asyncio.get_running_loop().time() - started)
+            return failed
         self._forget_removed(desired)
         contexts, outcomes = self._contexts(desired, request, options.dry_run, now)
         # reading may take part of the pass, never all of it: deciding and acting keep theirs
@@ -118,6 +128,7 @@ class PassEngine:
         if not options.dry_run:
             await self.reporter.publish_service_metrics(self._service_counts(contexts), now)
         self.reporter.state_store(self.memory.problem)
+        self.reporter.pass_summary(outcomes, asyncio.get_running_loop().time() - started)
         return outcomes
 
     def _contexts(
@@ -182,7 +193,10 @@ class PassEngine:
                 log.exception("observation failed", observer=observer.name, error=str(exc))
                 reason = f"observation failed: {exc}"
                 facts = {c.name: observer.unobserved(c, reason) for c in contexts}
-            contexts = [replace(c, facts=facts.get(c.name, c.facts)) for c in contexts]
+            contexts = [
+                c if (new := facts.get(c.name, c.facts)) is c.facts else replace(c, facts=new)
+                for c in contexts
+            ]
         return contexts
 
     async def _observe(
@@ -246,6 +260,9 @@ class PassEngine:
         for reconciler, (_, decision) in zip(self.reconcilers, decisions, strict=True):
             self.reporter.events(context.name, decision.events)
             if decision.changes_aws and not options.dry_run:
+                if not self.may_act():  # checked before every change: leadership can end
+                    log.warning("not acting: no longer the leader", action=decision.action)
+                    continue
                 context = await self._act(reconciler, context, decision, runtime, now)
         # only once every change is made: a wake whose scale-up failed is still pending
         if any(d.satisfies_wake for _, d in decisions):
@@ -314,6 +331,8 @@ class PassEngine:
         """One change decided outside a pass (a request at the activator), made and reported
         as a pass makes it. Its record is not written: the next pass, which this change
         does not conflict with, observes the result and records it."""
+        if not self.may_act():
+            raise NotLeading("this controller is not the leader: another one acts")
         reconciler = next(r for r in self.reconcilers if r.name == reconciler_name)
         runtime = self.runtime(name)
         now = self.clock.now()

@@ -7,7 +7,8 @@ engine decides and acts; it never formats a log line or touches a metric itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +24,12 @@ from controller.engine.cloudwatch import ServiceCount, ServiceMetricsPublisher
 from controller.engine.event_log import EventLog
 from controller.engine.metrics import ControllerMetrics
 from controller.engine.overrides import PowerInForce
-from controller.engine.passes import summarise
+from controller.engine.passes import EnvironmentOutcome, summarise
 from controller.engine.runtime import Result
 from reconcilers.interface import ActOutcome, AttributeValue, Decision, EnvironmentFacts, Event
 
 log = structlog.get_logger("infra_controller")
+PASS_SUMMARY = "pass completed"  # every pass's line: its heartbeat (JSON logs only)
 
 
 class Reporter:
@@ -45,6 +47,10 @@ class Reporter:
         self._clock = clock or SystemClock()
         self.event_log = event_log
         self._desired_valid: bool | None = None  # the latest desired state's validity
+        # events are kept only by a controller that acts (not a follower's or a plan's pass)
+        self.recording = True
+        # the desired state's own events, told by one controller of a sharded fleet only
+        self.tells_desired_state = True
 
     def record(
         self,
@@ -58,7 +64,9 @@ class Reporter:
         **attributes: AttributeValue,
     ) -> None:
         """Keep an event (stamped with the time and the pass it happens in)."""
-        if self.event_log is None:
+        if self.event_log is None or not self.recording:
+            return
+        if environment is None and not self.tells_desired_state:
             return
         context = structlog.contextvars.get_contextvars()
         self.event_log.add(
@@ -262,6 +270,23 @@ class Reporter:
         self._store_problem = problem
 
     # ---- the whole pass ----
+
+    def pass_summary(self, outcomes: Mapping[str, EnvironmentOutcome], seconds: float) -> None:
+        """The pass's one line, whatever changed (a decision line comes only when the decision
+        changes): how many environments, their results, the actions decided, how long."""
+        results = Counter(outcome.result for outcome in outcomes.values())
+        actions = Counter(
+            outcome.summary()[0] for outcome in outcomes.values() if outcome.result != "skipped"
+        )
+        log.info(
+            PASS_SUMMARY,
+            environments=len(outcomes),
+            succeeded=results["success"],
+            failed=results["error"],
+            skipped=results["skipped"],
+            actions={action: n for action, n in sorted(actions.items()) if action != "none"},
+            seconds=round(seconds, 3),
+        )
 
     def pass_completed(self, succeeded: bool, now: datetime) -> None:
         if succeeded:

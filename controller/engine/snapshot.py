@@ -63,6 +63,8 @@ class Snapshot:
     passes_completed: int = 0
     state_store: str = ""
     state_store_problem: str | None = None
+    leader: bool = True  # False: a follower (leader election), which observes only
+    shard: str | None = None  # `I/N` when this controller owns one shard of the environments
     environments: Mapping[str, EnvironmentSnapshot] = field(
         default_factory=lambda: MappingProxyType({})
     )

@@ -104,6 +104,9 @@ class Notifier:
             self._sending.add(queued.entry.name)
             try:
                 await self._deliver(queued)
+            except Exception as exc:  # a worker that dies would silently drop all that follows
+                self._count(queued.entry.name, "failed")
+                self._report_once(queued, f"not sent: {type(exc).__name__}", "error")
             finally:
                 self._sending.discard(queued.entry.name)
                 queue.task_done()

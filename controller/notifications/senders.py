@@ -103,9 +103,13 @@ class Senders:
                 status = answer.status
         except TimeoutError as exc:
             raise DeliveryError("failed", f"no answer within {SEND_TIMEOUT_SECONDS:g}s") from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             # the type only: some aiohttp messages carry the URL, which is a secret
             raise DeliveryError("failed", f"not sent: {type(exc).__name__}") from exc
+        except ValueError as exc:  # UnicodeError too: a host name no resolver takes
+            raise DeliveryError(
+                "misconfigured", f"{entry.url_from_env} holds a URL that cannot be used"
+            ) from exc
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500:

@@ -20,6 +20,7 @@ from reconcilers.interface import (
     Decision,
     EnvironmentContext,
     ServiceState,
+    idle_window_closes_by,
     suspended,
 )
 
@@ -55,6 +56,9 @@ class ActivityReading:
 
     activity: Activity | None = None  # None: not needed, or the read failed (see error)
     error: str | None = None
+    # not read in this pass: the service cannot be idle before then (its last request, or its
+    # wake, is less than idle.after ago), so the metrics are read again only from then on
+    not_idle_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class IdleObservation:
     power_state: PowerState | None = None
     # its load balancer routes go to the activator (the routing policy's record)
     traffic_at_activator: bool = False
+    not_idle_before: datetime | None = None  # the metrics were not read: see ActivityReading
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +148,31 @@ def needs_activity(
     return "rejected" if environment.idle.wake == "on-request" else None
 
 
+def what_to_read(
+    context: EnvironmentContext, service: ServiceState, now: datetime
+) -> Literal["requests", "rejected"] | ActivityReading:
+    """The metric to read in this pass, or the reading that stands for it when none is needed:
+    an awake service is read only once its idle window could close (its last request and its
+    wake both idle.after ago), and while its wake is under way or a keep_awake period holds,
+    not at all; an asleep one behind the activator, whose requests reach the activator, never."""
+    kind = needs_activity(context.spec, service)
+    idle, record = context.spec.idle, context.record
+    if kind is None or idle is None:
+        return ActivityReading()
+    if record.routes.switched:  # asleep: the activator wakes it; awake: not idle (waking)
+        return ActivityReading()
+    if kind == "rejected":
+        return kind
+    keep = idle.keep_awake
+    waking = context.woken_outside_pass is not None or record.idle.wake_started_at is not None
+    if waking or (keep is not None and keep.is_active(now)):
+        return ActivityReading()
+    closes_by = idle_window_closes_by(context, now)  # never read: now, for the last request
+    if closes_by is not None and now < closes_by:
+        return ActivityReading(not_idle_before=closes_by)
+    return kind
+
+
 def decide(environment: Environment, observed: IdleObservation, now: datetime) -> IdleDecision:
     idle = environment.idle
     if environment.suspend:
@@ -177,6 +207,8 @@ def _decide_asleep(
     if idle.wake == "manual":
         return _none("asleep; wakes on request through the API (wake: manual)")
     activity = observed.activity
+    if activity is None and observed.traffic_at_activator:
+        return _none("asleep; its requests reach the activator, which wakes it")
     if activity is None or activity.rejected is None:
         return _none(
             f"asleep; wake signal unknown ({observed.error or 'not read'}): doing nothing", True
@@ -213,6 +245,8 @@ def _decide_awake(
         return _none(f"keep_awake: {keep.describe_period_at(now)}{ends}")
     activity = observed.activity
     if activity is None or activity.requests is None:
+        if observed.not_idle_before is not None and now < observed.not_idle_before:
+            return _not_idle_yet(idle.after, observed.wakefulness, now)
         return _none(
             f"activity unknown ({observed.error or 'not read'}): unknown is never idle", True
         )
@@ -236,6 +270,19 @@ def _decide_awake(
         # the window read is shorter than idle.after: no proof of a long enough silence
         return _none(f"metrics cover only {format_duration(quiet_for)}: not enough to call it idle")
     return _scale_to_zero(f"no requests for at least {format_duration(quiet_for)}")
+
+
+def _not_idle_yet(after: timedelta, wakefulness: IdleRecord, now: datetime) -> IdleDecision:
+    """The metrics were not read: the service cannot be idle yet. Said as a read would say it
+    (a decision line is logged when its words change, not when a read was skipped)."""
+    awake_since, last_request = wakefulness.awake_since, wakefulness.last_request_at
+    if awake_since is not None and now - awake_since < after:
+        return _none(
+            f"awake for {format_duration(now - awake_since)}, less than idle.after "
+            f"{format_duration(after)}"
+        )
+    quiet_for = max(now - last_request, timedelta(0)) if last_request else timedelta(0)
+    return _none(f"last request {format_duration(quiet_for)} ago")
 
 
 def _scale_up(reason: str, count: int, source: WakeSource) -> IdleDecision:
@@ -272,6 +319,7 @@ def decide_in_context(
         error=reading.error or facts.service_error,
         power_state=facts.power_state if spec.terraform is not None else None,
         traffic_at_activator=bool(context.record.routes.switched),
+        not_idle_before=reading.not_idle_before,
     )
     decision = decide(spec, observation, now)
     return replace(

@@ -1,8 +1,11 @@
 """The idle policy's I/O: batched reads of the ALB metrics, and setting the desiredCount.
 
-Per region and pass, one GetMetricData for every environment's query (500 a call). Each
-environment reads only the metric its decision needs: RequestCount while awake,
-HTTPCode_ELB_503_Count while asleep with `wake: on-request`, nothing otherwise.
+Per region and pass, one GetMetricData for every environment's query (500 a call, the calls
+concurrently). Each environment reads only the metric its decision needs, and only when it
+needs it (`what_to_read`): RequestCount while awake, once its idle window could close (a
+service whose last request was at T is not idle before T + idle.after: nothing is read before);
+HTTPCode_ELB_503_Count while asleep with `wake: on-request` and not behind the activator;
+nothing otherwise. CloudWatch bills every metric asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from reconcilers.idle.decision import (
     IdleDecision,
     after_scaling,
     decide_in_context,
-    needs_activity,
+    what_to_read,
 )
 from reconcilers.interface import (
     ActOutcome,
@@ -43,6 +46,7 @@ METRICS = {"requests": "RequestCount", "rejected": "HTTPCode_ELB_503_Count"}
 
 # a count of requests: a NaN or a negative value is a garbled answer, never "no request"
 RequestSum = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MetricKind = Literal["requests", "rejected"]
 
 
 class _MetricDataResult(Answer):
@@ -84,11 +88,15 @@ class IdleReconciler:
         self, contexts: Sequence[EnvironmentContext], now: datetime
     ) -> Mapping[str, ActivityReading]:
         readings: dict[str, ActivityReading] = {}
-        by_region: dict[str, list[EnvironmentContext]] = defaultdict(list)
+        by_region: dict[str, list[tuple[EnvironmentContext, MetricKind]]] = defaultdict(list)
         for context in contexts:
             readings[context.name] = ActivityReading()
             service = context.facts.service
-            if service is None or needs_activity(context.spec, service) is None:
+            if service is None:
+                continue
+            kind = what_to_read(context, service, now)
+            if isinstance(kind, ActivityReading):  # nothing to read in this pass
+                readings[context.name] = kind
                 continue
             if context.facts.load_balancer_error is not None:
                 readings[context.name] = ActivityReading(error=context.facts.load_balancer_error)
@@ -98,7 +106,7 @@ class IdleReconciler:
                     error="the service has no load balancer: its activity cannot be observed"
                 )
                 continue
-            by_region[context.region].append(context)
+            by_region[context.region].append((context, kind))
         for answer in await asyncio.gather(
             *(self._read_region_in_time(region, group, now) for region, group in by_region.items())
         ):
@@ -106,7 +114,7 @@ class IdleReconciler:
         return readings
 
     async def _read_region_in_time(
-        self, region: str, contexts: list[EnvironmentContext], now: datetime
+        self, region: str, contexts: list[tuple[EnvironmentContext, MetricKind]], now: datetime
     ) -> dict[str, ActivityReading]:
         """One region's reads, bounded on their own: a slow region never holds back another."""
         try:
@@ -116,7 +124,7 @@ class IdleReconciler:
             error = f"metrics of {region} not read within {self.region_budget:g}s"
         except AwsError as exc:
             error = str(exc)
-        return {c.name: ActivityReading(error=error) for c in contexts}
+        return {c.name: ActivityReading(error=error) for c, _ in contexts}
 
     def decide(
         self, context: EnvironmentContext, observation: ActivityReading | Unobserved, now: datetime
@@ -177,11 +185,9 @@ class IdleReconciler:
         period = self.metric_period.total_seconds()
         return datetime.fromtimestamp(start.timestamp() // period * period, tz=now.tzinfo)
 
-    def _queries(self, context: EnvironmentContext) -> list[_Query]:
+    def _queries(self, context: EnvironmentContext, kind: MetricKind) -> list[_Query]:
         service = context.facts.service
         assert service is not None
-        kind = needs_activity(context.spec, service)
-        assert kind is not None
         if kind == "requests":
             dimensions = [
                 [{"Name": "LoadBalancer", "Value": lb}, {"Name": "TargetGroup", "Value": tg}]
@@ -195,21 +201,22 @@ class IdleReconciler:
         ]
 
     async def _read_region(
-        self, region: str, contexts: list[EnvironmentContext], now: datetime
+        self, region: str, contexts: list[tuple[EnvironmentContext, MetricKind]], now: datetime
     ) -> dict[str, ActivityReading]:
         queries = [
             replace(query, id=f"q{index}")
-            for index, query in enumerate(q for c in contexts for q in self._queries(c))
+            for index, query in enumerate(q for c, k in contexts for q in self._queries(c, k))
         ]
-        starts = {c.name: self._window_start(c, now) for c in contexts}
+        starts = {c.name: self._window_start(c, now) for c, _ in contexts}
         series: dict[str, dict[datetime, float]] = defaultdict(lambda: defaultdict(float))
         failed: dict[str, str] = {}
-        for batch in chunks(queries, GET_METRIC_DATA_BATCH):
+
+        async def read(batch: Sequence[_Query]) -> None:  # the batches concurrently
             try:
                 results = await self._metric_data(region, batch, min(starts.values()), now)
             except AwsError as exc:
                 failed.update({q.environment: str(exc) for q in batch})
-                continue
+                return
             for query in batch:
                 result = results.get(query.id)
                 if result is None or result.get("StatusCode") != "Complete":
@@ -220,6 +227,8 @@ class IdleReconciler:
                     result.get("Timestamps", []), result.get("Values", []), strict=False
                 ):
                     series[query.environment][ts] += float(value)
+
+        await asyncio.gather(*(read(batch) for batch in chunks(queries, GET_METRIC_DATA_BATCH)))
         readings: dict[str, ActivityReading] = {}
         kinds = {q.environment: q.kind for q in queries}
         for name, kind in kinds.items():

@@ -124,7 +124,7 @@ async def test_a_suspended_environment_is_not_woken(
     await h.controller.reconcile_once()
     h.clock.advance(timedelta(minutes=6))
     await h.controller.reconcile_once()
-    await h.controller.suspend("demo", "maintenance", wait=5)
+    await h.controller.overrides.suspend("demo", "maintenance", wait=5)
     answer = h.controller.activator.request("demo", "www.example.org")
     assert (answer.waking, answer.reason) == (False, "the environment is suspended")
     assert h.calls("UpdateService") == 1

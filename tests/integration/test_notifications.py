@@ -331,3 +331,19 @@ async def test_a_pass_that_scales_a_service_to_zero_notifies_the_team(
     await eventually(
         lambda: registry.get_sample_value("infra_controller_notifications_total", sent) == 1
     )
+
+
+async def test_a_url_with_a_host_no_resolver_takes_is_misconfigured_and_the_worker_goes_on(
+    receiver: Receiver,
+) -> None:
+    count = Counted()
+    environ = {"CHAT_URL": "https://hooks..example.com/T000", "OPS_URL": receiver.url}
+    sender = notifier(environ, ManualClock(START), count)
+    ops = '{"name": "ops", "type": "webhook", "url_from_env": "OPS_URL"}'
+    for _ in range(2):
+        sender.publish([event("scaled_to_zero")], notifications(SLACK, ops), "rev1")
+    await eventually(count.reached("chat", "misconfigured", 2))
+    await eventually(count.reached("ops", "sent", 2))
+    started = time.monotonic()
+    await sender.close()
+    assert time.monotonic() - started < 1  # nothing left waiting in a dead worker's queue

@@ -245,7 +245,7 @@ async def test_time_powered_off_is_counted_as_saved_at_the_hourly_cost(
         "month": "2026-11",
         "hours_on": 0.0,
         "hours_awake": 0.0,
-        "estimated_savings_dollars": {"power": 0.06},
+        "estimated_savings_dollars": {"power": 0.06, "idle": None},
     }
     stored = (await FileStateStore(str(h.state_path)).load()).records["staging"]
     assert round(stored.cost.power_savings, 6) == 0.06  # kept across restarts

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.core.aws import AwsClients
+from controller.core.dynamodb_store import DynamoDbStateStore
 from controller.core.records import (
     EnvironmentRecord,
     IdleRecord,
@@ -20,13 +21,12 @@ from controller.core.records import (
     Suspension,
 )
 from controller.core.state_store import (
-    DynamoDbStateStore,
     FileStateStore,
     StateStore,
     StateStoreError,
     StoreConflict,
-    open_state_store,
 )
+from controller.core.store_url import open_state_store
 from tests.conftest import REGION, Harness, MakeController, create_state_table
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,13 @@ async def test_events_are_kept_beside_the_records_without_disturbing_them(
     assert set(loaded.records) == {"staging"} and loaded.unreadable == {}
     await store.put("staging", loaded.records["staging"])  # a record write keeps the events
     assert await store.load_events() == events
+
+
+async def test_a_thousand_long_events_fit_dynamodb_s_item_limit_the_oldest_giving_way(
+    dynamodb_store: DynamoDbStateStore,
+) -> None:
+    events = [{"kind": "run_failed", "n": i, "reason": "x" * 500} for i in range(1000)]
+    await dynamodb_store.save_events(events)  # about 560 KB as JSON: over 400 KB
+    kept = await dynamodb_store.load_events()
+    assert 300 < len(kept) < 1000
+    assert kept[-1]["n"] == 999  # the newest are kept

@@ -219,15 +219,51 @@ def test_each_environment_has_its_own_last_decision_on_the_console(
     ]
 
 
-def test_json_keeps_every_decision_line(configure: Configure) -> None:
+def test_json_logs_a_decision_when_it_changes_never_again_while_it_does_not(
+    configure: Configure,
+) -> None:
     now = [1_700_000_000.0]
     stream = configure(wall_clock=lambda: now[0], still_every=60.0)
     for second in range(3):
-        now[0] += 1
+        now[0] += 600  # however long it lasts: the pass lines say the controller is alive
         decide("demo", "none", f"last request {second}s ago")
+        decide("staging", "none", "power is off: the idle policy does nothing")
+    decide("demo", "scale_to_zero", "no requests for 5m2s")
+    decide("demo", "none", "asleep; wakes on request through the API (wake: manual)")
     lines = records(stream)
-    assert [line["reason"] for line in lines] == [f"last request {s}s ago" for s in range(3)]
+    assert [(line["environment"], line["reason"]) for line in lines] == [
+        ("demo", "last request 0s ago"),
+        ("staging", "power is off: the idle policy does nothing"),
+        ("demo", "no requests for 5m2s"),
+        ("demo", "asleep; wakes on request through the API (wake: manual)"),
+    ]
     assert not [line for line in lines if any(key.startswith("_") for key in line)]
+
+
+def test_json_logs_a_decision_again_when_a_policy_s_own_reason_or_the_power_changes(
+    configure: Configure,
+) -> None:
+    stream = configure()
+    decide("demo", "none", "a run", power_state="STARTING", idle_reason="awake for 1s")
+    decide("demo", "none", "a run", power_state="STARTING", idle_reason="awake for 9s")
+    decide("demo", "none", "a run", power_state="STARTING", idle_reason="last request 1s ago")
+    decide("demo", "none", "a run", power_state="RUNNING", idle_reason="last request 1s ago")
+    assert [(line["power_state"], line["idle_reason"]) for line in records(stream)] == [
+        ("STARTING", "awake for 1s"),
+        ("STARTING", "last request 1s ago"),
+        ("RUNNING", "last request 1s ago"),
+    ]
+
+
+def test_the_pass_line_is_json_only(
+    configure: Configure, console: Callable[..., tuple[io.StringIO, Clock]]
+) -> None:
+    stream = configure()
+    structlog.get_logger("infra_controller").info("pass completed", environments=3)
+    assert [line["event"] for line in records(stream)] == ["pass completed"]
+    shown_on, _ = console()
+    structlog.get_logger("infra_controller").info("pass completed", environments=3)
+    assert shown(shown_on) == []
 
 
 def test_a_console_line_is_short_and_leaves_out_the_pass_context(
