@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from controller.core.aws import AwsClients
 from controller.core.clock import Clock, SystemClock
-from controller.core.dynamodb_store import DynamoDbStateStore
 from controller.core.lease import DynamoDbLease, lease_key
 from controller.core.settings import Settings
 from controller.core.shards import owner
@@ -135,10 +134,10 @@ def build_controller(
         connect_timeout=aws_connect_timeout,
     )
     leadership = _leadership(settings, aws)
-    if store is None and leadership is not None:  # every write checks the lease
-        table = settings.state_store.removeprefix("dynamodb://")
-        store = DynamoDbStateStore(aws, table, fence=leadership.fence, shard=settings.shard_of)
-    memory = StateMemory(store or open_state_store(settings.state_store, aws, settings.shard_of))
+    fence = leadership.fence if leadership is not None else None  # every write checks the lease
+    memory = StateMemory(
+        store or open_state_store(settings.state_store, aws, settings.shard_of, fence)
+    )
     reporter = Reporter(
         metrics,
         ServiceMetricsPublisher(aws, settings.cloudwatch_namespace),

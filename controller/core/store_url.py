@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from controller.core.aws import AwsClients
+from controller.core.lease import Fence
 from controller.core.state_store import FileStateStore, StateStore, StateStoreError
 
 
 def open_state_store(
-    url: str, aws: AwsClients | None = None, shard: tuple[int, int] | None = None
+    url: str,
+    aws: AwsClients | None = None,
+    shard: tuple[int, int] | None = None,
+    fence: Callable[[], Fence | None] | None = None,
 ) -> StateStore:
+    """`fence` (leader election) and `shard` apply to `dynamodb://`, the only store that
+    settings allow with them."""
     if url.startswith("file://"):
         path = url.removeprefix("file://")
         if not path:
@@ -22,5 +30,5 @@ def open_state_store(
             )
         from controller.core.dynamodb_store import DynamoDbStateStore
 
-        return DynamoDbStateStore(aws, table, shard=shard)
+        return DynamoDbStateStore(aws, table, fence=fence, shard=shard)
     raise StateStoreError(f"unknown state store {url!r}: expected file://PATH or dynamodb://TABLE")

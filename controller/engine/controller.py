@@ -154,12 +154,17 @@ class Controller:
 
     def _leadership_changed(self, leading: bool) -> None:
         self._publish()
-        if leading:  # what a follower held may be old: the records and events are read again
-            self._memory.reread()
+        if leading:  # what a follower held may be old
+            self._reread_what_the_leader_wrote()
             if self._reporter.event_log is not None:
-                self._reporter.event_log.reload()
                 self._reporter.event_log.take_unannounced()  # told by the previous leader
             self.request_pass(PassRequest(fetch_now=True))
+
+    def _reread_what_the_leader_wrote(self) -> None:
+        """The records and the events, read again before their next use."""
+        self._memory.reread()
+        if self._reporter.event_log is not None:
+            self._reporter.event_log.reload()
 
     # ---- triggers ----
 
@@ -277,10 +282,9 @@ class Controller:
         if self.leading():
             await self.reconcile_once(request)
             return
-        # a follower observes, for its /status, and changes nothing, not even the records
-        self._memory.reread()
-        if self._reporter.event_log is not None:  # `/events` shows what the leader wrote
-            self._reporter.event_log.reload()
+        # a follower observes, for its /status and /events, and changes nothing, not even the
+        # records
+        self._reread_what_the_leader_wrote()
         await self.reconcile_once(request, act=False, persist=False)
 
     def _publish(self, completed: bool = False) -> None:
@@ -325,11 +329,9 @@ class Controller:
         try:
             await self._scheduler.run(stop, self._watch_source)
         finally:
-            if election is not None and self._leadership is not None:
-                # the passes are over: now the lease may go (within a retry period)
+            if election is not None:  # the lease is handed over at `close`, once nothing acts
                 election.cancel()
                 await asyncio.gather(election, return_exceptions=True)
-                await self._leadership.release()
             await self.activator.close()
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
         log.info("controller stopped")
@@ -350,7 +352,7 @@ class Controller:
         """Release clients and caches. `stop_runs`: also stop Terraform runs in flight (a
         one-shot command leaves them running: the next pass reads their outcome)."""
         await self.activator.close()
-        if self._leadership is not None:  # a one-shot run's lease, if it took one
+        if self._leadership is not None:  # after the last pass and the runs stopped by `run`
             await self._leadership.release()
         if stop_runs:
             await self._engine.close(RUNNER_STOP_GRACE_SECONDS)
