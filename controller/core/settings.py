@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     # very large fleets: `I/N` owns the environments whose name hashes to shard I of N
     shard: str | None = None
 
+    @field_validator("fargate_prices")
+    @classmethod
+    def _prices_are_prices(
+        cls, value: dict[str, dict[Architecture, Rate]]
+    ) -> dict[str, dict[Architecture, Rate]]:
+        for region, rates in value.items():
+            for rate in rates.values():
+                if not (0 <= rate.vcpu_hour <= 100 and 0 <= rate.gb_hour <= 100):
+                    raise ValueError(f"{region}: prices are USD per hour, from 0 to 100")
+        return value
+
     @field_validator("shard")
     @classmethod
     def _shard_of(cls, value: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from controller.core.fargate_prices import PRICES, Architecture, Rate, TaskSize, rate
 from controller.core.settings import Settings
@@ -60,3 +61,9 @@ def test_a_task_definition_s_size_or_none_when_it_cannot_be_priced(
     platform = _RuntimePlatform(cpuArchitecture=architecture) if architecture else None
     definition = _TaskDefinition(cpu=cpu, memory=memory, runtimePlatform=platform)
     assert task_size(definition) == expected
+
+
+@pytest.mark.parametrize("vcpu_hour", [-0.04, float("inf"), float("nan"), 1e9])
+def test_a_price_override_that_is_no_price_is_refused(vcpu_hour: float) -> None:
+    with pytest.raises(ValidationError, match="prices are USD per hour"):
+        Settings(fargate_prices={"eu-west-3": {"x86": {"vcpu_hour": vcpu_hour, "gb_hour": 0.1}}})
